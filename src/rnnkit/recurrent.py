@@ -1,0 +1,609 @@
+"""Recurrent layers with PyTorch's semantics and names: ``RNN``, ``GRU``, ``LSTM``, and the
+single-step cells ``RNNCell``, ``GRUCell``, ``LSTMCell``.
+
+Shapes: T time steps, B batch, D input features, H hidden units, L layers, K directions (1 or 2).
+
+    y, hn = m(x, hx=None, lengths=None)                  # inference
+    y, hn, cache = m.forward(x, hx=None, lengths=None)   # training: the cache holds everything
+    dx, dhx = m.backward(dy, dhn, cache)                 # backward ADDS into m.grads
+
+    x      (T, B, D)          time-major; (T, D) for one unbatched sequence
+    hx     (L*K, B, H)        h0, or (h0, c0) for the LSTM; None means zeros
+    y      (T, B, K*H)        the last layer's h_t, forward and reverse halves side by side
+    hn     (L*K, B, H)        each layer's and direction's final state (or (h_n, c_n))
+    lengths (B,)              optional, any order: steps past a sequence's length output zeros
+                              and keep its state, as PyTorch's packed sequences do
+
+Parameters, per layer l and direction (suffix ``_reverse`` for the backward direction):
+``weight_ih_l{l}`` (G*H, D or K*H), ``weight_hh_l{l}`` (G*H, H), ``bias_ih_l{l}``, ``bias_hh_l{l}``
+(G*H,), with G = 1 (RNN), 3 (GRU: r, z, n) or 4 (LSTM: i, f, g, o), all initialised
+U(-1/sqrt(H), 1/sqrt(H)) from the module's ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _checks as check
+from .functional import CellMath, GRUMath, LSTMMath, RNNMath
+from .module import Module, check_rng
+from .scan import DirectionCache, direction_backward, direction_forward
+
+Array = np.ndarray
+State = Array | tuple[Array, Array]
+
+
+@dataclass
+class LayerCache:
+    directions: list[DirectionCache]
+    mask: Array | None            # dropout mask applied to this layer's output, (T, B, K*H)
+
+
+@dataclass
+class RecurrentCache:
+    """Everything ``backward`` needs; returned by ``forward``, never stored on the module."""
+
+    owner: int                    # id() of the module that made it
+    T: int
+    B: int
+    perm: Array | None            # batch order sorted by length (longest first), or None
+    batch_sizes: Array | None     # (T,) rows still running at each step, or None
+    valid: Array | None           # (T, B) True where t < length (sorted order), or None
+    unbatched: bool
+    layers: list[LayerCache] = field(default_factory=list)
+
+
+def _init_uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float,
+                  dtype: np.dtype) -> Array:
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class RNNBase(Module):
+    """Shared by RNN, GRU and LSTM: parameters, input checks, layers, directions, lengths."""
+
+    mode = "RNN_TANH"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, dropout: float = 0.0,
+                 bidirectional: bool = False, dtype: Any = np.float32,
+                 rng: np.random.Generator | int | None = None, *,
+                 batch_first: bool = False) -> None:
+        super().__init__(dtype)
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        self.num_layers = check.positive_int("num_layers", num_layers)
+        for flag, v in (("bias", bias), ("bidirectional", bidirectional),
+                        ("batch_first", batch_first)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False; got {v!r}")
+        self.bias = bool(bias)
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.dropout = check.probability("dropout", dropout)
+        self.rng = check_rng(rng)
+        self.math: CellMath = self._make_math(nonlinearity)
+        self.nonlinearity = nonlinearity
+        self.num_directions = 2 if self.bidirectional else 1
+        H, G = self.hidden_size, self.math.gates
+        bound = 1.0 / np.sqrt(H)
+        self._names: list[tuple[str, str, str | None, str | None]] = []
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                d_in = self.input_size if layer == 0 else H * self.num_directions
+                names = (f"weight_ih{sfx}", f"weight_hh{sfx}",
+                         f"bias_ih{sfx}" if self.bias else None,
+                         f"bias_hh{sfx}" if self.bias else None)
+                shapes = [(G * H, d_in), (G * H, H), (G * H,), (G * H,)]
+                for name, shp in zip(names, shapes, strict=True):
+                    if name is not None:
+                        self.register_parameter(name, _init_uniform(self.rng, shp, bound,
+                                                                    self.dtype))
+                self._names.append(names)
+
+    def _make_math(self, nonlinearity: str) -> CellMath:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if not self.bias:
+            s += ", bias=False"
+        return s + f", dtype={self.dtype}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _weights(self, idx: int) -> tuple[Array, Array, Array | None, Array | None]:
+        w_ih, w_hh, b_ih, b_hh = self._names[idx]
+        p = self._params
+        return (p[w_ih], p[w_hh], p[b_ih] if b_ih else None, p[b_hh] if b_hh else None)
+
+    def _grads_of(self, idx: int) -> tuple[Array, Array, Array | None, Array | None]:
+        w_ih, w_hh, b_ih, b_hh = self._names[idx]
+        g = self._grads
+        return (g[w_ih], g[w_hh], g[b_ih] if b_ih else None, g[b_hh] if b_hh else None)
+
+    # ---- the door -----------------------------------------------------------------------------
+    def _shape_words(self) -> tuple[str, str]:
+        D, H, LK = self.input_size, self.hidden_size, self.num_layers * self.num_directions
+        x_words = f"(B, T, {D})" if self.batch_first else f"(T, B, {D})"
+        return x_words, f"({LK}, B, {H})"
+
+    def _check_x(self, x: Any) -> tuple[Array, bool]:
+        x_words, _ = self._shape_words()
+        D = self.input_size
+        x = check.array("x", x, self.dtype, x_words)
+        if x.ndim == 2:
+            if x.shape[1] != D:
+                raise ValueError(f"x must have shape {x_words}, or (T, {D}) for one unbatched "
+                                 f"sequence; got {x.shape}. The last axis holds the {D} input "
+                                 "features.")
+            x = x[:, None, :]
+            unbatched = True
+        elif x.ndim == 3:
+            if x.shape[2] != D:
+                raise ValueError(f"x must have shape {x_words}; got {x.shape}. The last axis "
+                                 f"holds the input features: input_size={D}, got "
+                                 f"{x.shape[2]}.")
+            if self.batch_first:
+                x = x.transpose(1, 0, 2)
+            unbatched = False
+        else:
+            hint = (" For one sequence use x[:, None, :]." if x.ndim == 1 else "")
+            raise ValueError(f"x must have shape {x_words} (or (T, {D}) for one unbatched "
+                             f"sequence); got {x.ndim}-D shape {x.shape}.{hint}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must have at least one time step and one sequence; got shape "
+                             f"{x.shape}")
+        return x, unbatched
+
+    def _check_state(self, name: str, h: Any, B: int, unbatched: bool) -> Array:
+        LK, H = self.num_layers * self.num_directions, self.hidden_size
+        want = (LK, H) if unbatched else (LK, B, H)
+        words = f"({LK}, {H})" if unbatched else f"(num_layers * num_directions, B, H)"
+        h = check.array(name, h, self.dtype, words)
+        check.shape(name, h, want, words,
+                    "" if unbatched else f"num_layers={self.num_layers}, num_directions="
+                    f"{self.num_directions}, B={B}, hidden_size={H}.")
+        check.finite(name, h)
+        return h[:, None, :] if unbatched else h
+
+    def _check_hx(self, hx: Any, B: int, unbatched: bool, grad: bool = False
+                  ) -> tuple[Array | None, Array | None]:
+        """hx (or dhn when grad=True): None, an array, or for the LSTM a pair of them."""
+        hname, cname = ("dh_n", "dc_n") if grad else ("h0", "c0")
+        argname = "dhn" if grad else "hx"
+        if hx is None:
+            return None, None
+        if self.math.has_cell:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{argname} of an LSTM must be a pair ({hname}, {cname}) or "
+                                f"None; got {type(hx).__name__}")
+            h, c = hx
+            return (None if h is None else self._check_state(hname, h, B, unbatched),
+                    None if c is None else self._check_state(cname, c, B, unbatched))
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"{argname} of a {type(self).__name__} is one array {hname}; got a "
+                            f"{type(hx).__name__} (pairs (h, c) are for the LSTM)")
+        return self._check_state(hname, hx, B, unbatched), None
+
+    # ---- forward ------------------------------------------------------------------------------
+    def __call__(self, x: Array, hx: State | None = None, lengths: Any = None
+                 ) -> tuple[Array, State]:
+        """Inference: ``y, hn = m(x, hx, lengths)``. Keeps no per-step activations."""
+        y, hn, _ = self._forward(x, hx, lengths, keep=False)
+        return y, hn
+
+    def forward(self, x: Array, hx: State | None = None, lengths: Any = None
+                ) -> tuple[Array, State, RecurrentCache]:
+        """Training: ``y, hn, cache = m.forward(x, hx, lengths)``; pass cache to backward."""
+        y, hn, cache = self._forward(x, hx, lengths, keep=True)
+        assert cache is not None
+        return y, hn, cache
+
+    def _forward(self, x: Any, hx: Any, lengths: Any, keep: bool
+                 ) -> tuple[Array, State, RecurrentCache | None]:
+        x, unbatched = self._check_x(x)
+        T, B, _ = x.shape
+        if unbatched and lengths is not None:
+            raise ValueError("lengths needs a batch: x of shape (T, D) is one sequence of length "
+                             "T; use x[:, None, :] with lengths of shape (1,)")
+        lens = check.lengths(lengths, T, B)
+        h0, c0 = self._check_hx(hx, B, unbatched)
+        L, K, H = self.num_layers, self.num_directions, self.hidden_size
+        if h0 is None:
+            h0 = np.zeros((L * K, B, H), self.dtype)
+        if c0 is None and self.math.has_cell:
+            c0 = np.zeros((L * K, B, H), self.dtype)
+
+        perm = batch_sizes = valid = None
+        if lens is not None and lens.min() < T:
+            # sort longest first: the rows still running at step t are then a prefix
+            perm = np.argsort(-lens, kind="stable")
+            slens = lens[perm]
+            valid = np.arange(T)[:, None] < slens[None, :]           # (T, B)
+            batch_sizes = valid.sum(axis=1)                          # (T,)
+            x = x[:, perm]                                           # a copy
+            x[~valid] = 0                                            # padding has no effect
+            h0 = h0[:, perm]
+            c0 = c0[:, perm] if c0 is not None else None
+        check.finite("x", x)
+
+        cache = RecurrentCache(id(self), T, B, perm, batch_sizes, valid, unbatched)
+        h_n = np.empty((L * K, B, H), self.dtype)
+        c_n = np.empty((L * K, B, H), self.dtype) if c0 is not None else None
+        inp = x
+        for layer in range(L):
+            alloc = np.zeros if valid is not None else np.empty
+            y = alloc((T, B, K * H), self.dtype)
+            dcaches = []
+            for d in range(K):
+                idx = layer * K + d
+                hN, cN, dcache = direction_forward(
+                    self.math, inp, h0[idx], None if c0 is None else c0[idx],
+                    *self._weights(idx), out=y[:, :, d * H:(d + 1) * H],
+                    batch_sizes=batch_sizes, reverse=d == 1, keep=keep)
+                h_n[idx] = hN
+                if c_n is not None:
+                    c_n[idx] = cN
+                if dcache is not None:
+                    dcaches.append(dcache)
+            mask = None
+            if self.training and self.dropout > 0 and layer < L - 1:
+                # inverted dropout between layers, drawn in the caller's batch order
+                keep_p = 1.0 - self.dropout
+                mask = (self.rng.random((T, B, K * H)) < keep_p).astype(self.dtype)
+                mask /= self.dtype.type(keep_p)
+                if perm is not None:
+                    mask = mask[:, perm]
+                inp = y * mask
+            else:
+                inp = y
+            cache.layers.append(LayerCache(dcaches, mask))
+        y_out, hn_out = inp, h_n
+        cn_out = c_n
+        if perm is not None:
+            y_out = np.empty_like(inp)
+            y_out[:, perm] = inp
+            hn_out = np.empty_like(h_n)
+            hn_out[:, perm] = h_n
+            if c_n is not None:
+                cn_out = np.empty_like(c_n)
+                cn_out[:, perm] = c_n
+        y_out, hn_out, cn_out = self._to_caller(y_out, hn_out, cn_out, unbatched)
+        hn: State = (hn_out, cn_out) if cn_out is not None else hn_out
+        return y_out, hn, cache if keep else None
+
+    def _to_caller(self, y: Array, h: Array, c: Array | None, unbatched: bool
+                   ) -> tuple[Array, Array, Array | None]:
+        if unbatched:
+            return y[:, 0], h[:, 0], None if c is None else c[:, 0]
+        if self.batch_first:
+            y = y.transpose(1, 0, 2)
+        return y, h, c
+
+    # ---- backward -----------------------------------------------------------------------------
+    def backward(self, dy: Array | None, dhn: State | None, cache: RecurrentCache
+                 ) -> tuple[Array, State]:
+        """BPTT. ``dy`` is dL/dy (shape of y, or None for zero), ``dhn`` dL/dh_n (or the pair
+        (dL/dh_n, dL/dc_n) for the LSTM; None for zero). Adds every parameter's gradient
+        into ``m.grads`` and returns ``(dx, dhx)`` with dhx = dh0, or (dh0, dc0)."""
+        if not isinstance(cache, RecurrentCache):
+            raise TypeError(f"cache must be the third value returned by {type(self).__name__}"
+                            f".forward(...); got {type(cache).__name__}")
+        if cache.owner != id(self):
+            raise ValueError("this cache was made by another module's forward; pass the cache "
+                             "from this module's own forward call")
+        T, B, unbatched = cache.T, cache.B, cache.unbatched
+        L, K, H = self.num_layers, self.num_directions, self.hidden_size
+        KH = K * H
+        if dy is None:
+            dy_s = None
+        else:
+            words = (f"(T, {KH}) = ({T}, {KH})" if unbatched else
+                     (f"(B, T, {KH})" if self.batch_first else f"(T, B, {KH})"))
+            dy = check.array("dy", dy, self.dtype, words)
+            want = ((T, KH) if unbatched else (B, T, KH) if self.batch_first else (T, B, KH))
+            check.shape("dy", dy, want, words, "dy is dL/dy: it has the shape of y.")
+            dy_s = dy[:, None] if unbatched else dy.transpose(1, 0, 2) if self.batch_first \
+                else dy
+            if cache.perm is not None:
+                dy_s = dy_s[:, cache.perm]                        # a copy
+                dy_s[~cache.valid] = 0                            # padding has no effect
+            check.finite("dy", dy_s)
+        dh_n, dc_n = self._check_hx(dhn, B, unbatched, grad=True)
+        if cache.perm is not None:
+            dh_n = None if dh_n is None else dh_n[:, cache.perm]
+            dc_n = None if dc_n is None else dc_n[:, cache.perm]
+        zeros = np.zeros((L * K, B, H), self.dtype)
+        if dh_n is None:
+            dh_n = zeros
+        if dc_n is None and self.math.has_cell:
+            dc_n = zeros
+
+        dh0 = np.empty((L * K, B, H), self.dtype)
+        dc0 = np.empty((L * K, B, H), self.dtype) if self.math.has_cell else None
+        dout = dy_s
+        dx_layer: Array | None = None
+        for layer in reversed(range(L)):
+            lc = cache.layers[layer]
+            dx_layer = None
+            for d in range(K):
+                idx = layer * K + d
+                w_ih, w_hh, _, _ = self._weights(idx)
+                dx, dh0_d, dc0_d = direction_backward(
+                    self.math, lc.directions[d],
+                    None if dout is None else dout[:, :, d * H:(d + 1) * H],
+                    dh_n[idx], None if dc_n is None else dc_n[idx],
+                    w_ih, w_hh, self._grads_of(idx), reverse=d == 1)
+                dh0[idx] = dh0_d
+                if dc0 is not None:
+                    dc0[idx] = dc0_d
+                dx_layer = dx if dx_layer is None else dx_layer + dx
+            if layer > 0:
+                prev_mask = cache.layers[layer - 1].mask
+                dout = dx_layer if prev_mask is None else dx_layer * prev_mask
+        assert dx_layer is not None
+        if cache.perm is not None:
+            unsorted = np.empty_like(dx_layer)
+            unsorted[:, cache.perm] = dx_layer
+            dx_layer = unsorted
+            dh0_u = np.empty_like(dh0)
+            dh0_u[:, cache.perm] = dh0
+            dh0 = dh0_u
+            if dc0 is not None:
+                dc0_u = np.empty_like(dc0)
+                dc0_u[:, cache.perm] = dc0
+                dc0 = dc0_u
+        dx_out, dh0, dc0 = self._to_caller(dx_layer, dh0, dc0, unbatched)
+        return dx_out, ((dh0, dc0) if dc0 is not None else dh0)
+
+
+class RNN(RNNBase):
+    """Elman RNN: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        D and H.
+    num_layers : int
+        Stacked layers; layer l > 0 reads layer l-1's output (both directions).
+    nonlinearity : {"tanh", "relu"}
+    bias : bool
+        With False there are no ``bias_*`` parameters.
+    dropout : float
+        Dropout on the outputs of every layer but the last, in training mode only.
+    bidirectional : bool
+    dtype : np.float32 or np.float64
+    rng : numpy.random.Generator, int seed or None
+        Source of the initial weights and of dropout masks.
+    batch_first : bool, keyword-only
+        x and y are (B, T, .) instead of (T, B, .); states stay (L*K, B, H), as in PyTorch.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, dropout: float = 0.0,
+                 bidirectional: bool = False, dtype: Any = np.float32,
+                 rng: np.random.Generator | int | None = None, *,
+                 batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity, bias, dropout,
+                         bidirectional, dtype, rng, batch_first=batch_first)
+
+    def _make_math(self, nonlinearity: str) -> CellMath:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        return RNNMath(nonlinearity)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+
+
+class GRU(RNNBase):
+    """GRU, PyTorch's formulation (gate order r, z, n; ``b_hn`` inside the reset product)::
+
+        r_t = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)
+        z_t = sigmoid(x_t W_iz^T + b_iz + h_{t-1} W_hz^T + b_hz)
+        n_t = tanh(x_t W_in^T + b_in + r_t * (h_{t-1} W_hn^T + b_hn))
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+    Same arguments as :class:`RNN`, without ``nonlinearity``.
+    """
+
+    mode = "GRU"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None, *,
+                 batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
+                         bidirectional, dtype, rng, batch_first=batch_first)
+
+    def _make_math(self, nonlinearity: str) -> CellMath:
+        return GRUMath()
+
+
+class LSTM(RNNBase):
+    """LSTM, PyTorch's formulation (gate order i, f, g, o; two biases per gate block)::
+
+        i_t = sigmoid(x_t W_ii^T + b_ii + h_{t-1} W_hi^T + b_hi)
+        f_t = sigmoid(x_t W_if^T + b_if + h_{t-1} W_hf^T + b_hf)
+        g_t = tanh(x_t W_ig^T + b_ig + h_{t-1} W_hg^T + b_hg)
+        o_t = sigmoid(x_t W_io^T + b_io + h_{t-1} W_ho^T + b_ho)
+        c_t = f_t * c_{t-1} + i_t * g_t
+        h_t = o_t * tanh(c_t)
+
+    ``hx`` and ``hn`` are pairs ``(h, c)``. Same arguments as :class:`GRU`.
+    """
+
+    mode = "LSTM"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None, *,
+                 batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
+                         bidirectional, dtype, rng, batch_first=batch_first)
+
+    def _make_math(self, nonlinearity: str) -> CellMath:
+        return LSTMMath()
+
+
+# ------------------------------------------------------------------------------------------------
+# single-step cells: one time step of the same math, through the same loop with T = 1
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellCache:
+    owner: int
+    direction: DirectionCache
+    unbatched: bool
+
+
+class _CellBase(Module):
+    math: CellMath
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool,
+                 dtype: Any, rng: np.random.Generator | int | None) -> None:
+        super().__init__(dtype)
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False; got {bias!r}")
+        self.bias = bool(bias)
+        self.rng = check_rng(rng)
+        G, H = self.math.gates, self.hidden_size
+        bound = 1.0 / np.sqrt(H)
+        shapes = {"weight_ih": (G * H, self.input_size), "weight_hh": (G * H, H)}
+        if self.bias:
+            shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
+        for name, shp in shapes.items():
+            self.register_parameter(name, _init_uniform(self.rng, shp, bound, self.dtype))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
+                f"{'' if self.bias else ', bias=False'}, dtype={self.dtype})")
+
+    def _check_state(self, name: str, h: Any, B: int, unbatched: bool) -> Array:
+        H = self.hidden_size
+        want = (H,) if unbatched else (B, H)
+        words = f"({H},)" if unbatched else f"(B, {H})"
+        h = check.array(name, h, self.dtype, words)
+        check.shape(name, h, want, words)
+        check.finite(name, h)
+        return h[None] if unbatched else h
+
+    def _states(self, hx: Any, B: int, unbatched: bool, names: tuple[str, str], arg: str
+                ) -> tuple[Array, Array | None]:
+        H = self.hidden_size
+        h = c = None
+        if hx is not None:
+            if self.math.has_cell:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise TypeError(f"{arg} of an LSTMCell must be a pair ({names[0]}, "
+                                    f"{names[1]}) or None; got {type(hx).__name__}")
+                h = None if hx[0] is None else self._check_state(names[0], hx[0], B, unbatched)
+                c = None if hx[1] is None else self._check_state(names[1], hx[1], B, unbatched)
+            else:
+                if isinstance(hx, (tuple, list)):
+                    raise TypeError(f"{arg} of a {type(self).__name__} is one array; got a "
+                                    f"{type(hx).__name__}")
+                h = self._check_state(names[0], hx, B, unbatched)
+        if h is None:
+            h = np.zeros((B, H), self.dtype)
+        if c is None and self.math.has_cell:
+            c = np.zeros((B, H), self.dtype)
+        return h, c
+
+    def _weights(self) -> tuple[Array, Array, Array | None, Array | None]:
+        p = self._params
+        return p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")
+
+    def __call__(self, x: Array, hx: State | None = None) -> State:
+        """``h' = cell(x, h)`` (``(h', c') = cell(x, (h, c))`` for the LSTMCell)."""
+        return self._forward(x, hx, keep=False)[0]
+
+    def forward(self, x: Array, hx: State | None = None) -> tuple[State, CellCache]:
+        out, cache = self._forward(x, hx, keep=True)
+        assert cache is not None
+        return out, cache
+
+    def _forward(self, x: Any, hx: Any, keep: bool) -> tuple[State, CellCache | None]:
+        D = self.input_size
+        x = check.array("x", x, self.dtype, f"(B, {D})")
+        if x.ndim not in (1, 2) or x.shape[-1] != D:
+            raise ValueError(f"x must have shape (B, {D}), or ({D},) for one unbatched "
+                             f"sample; got {x.shape}")
+        unbatched = x.ndim == 1
+        x2 = x[None] if unbatched else x
+        B = x2.shape[0]
+        if B == 0:
+            raise ValueError("x has an empty batch (B = 0)")
+        check.finite("x", x2)
+        h, c = self._states(hx, B, unbatched, ("h", "c"), "hx")
+        out = np.empty((1, B, self.hidden_size), self.dtype)
+        h1, c1, dcache = direction_forward(self.math, x2[None], h, c, *self._weights(), out=out,
+                                           keep=keep)
+        if unbatched:
+            h1, c1 = h1[0], (None if c1 is None else c1[0])
+        state: State = (h1, c1) if c1 is not None else h1
+        return state, (CellCache(id(self), dcache, unbatched) if dcache is not None else None)
+
+    def backward(self, dhx_next: State | None, cache: CellCache) -> tuple[Array, State]:
+        """``dx, dh = cell.backward(dh', cache)`` (``dx, (dh, dc) = cell.backward((dh', dc'),
+        cache)`` for the LSTMCell). Adds into ``cell.grads``."""
+        if not isinstance(cache, CellCache) or cache.owner != id(self):
+            raise TypeError("cache must be the second value returned by this cell's forward()")
+        B = cache.direction.x.shape[1]
+        dh, dc = self._states(dhx_next, B, cache.unbatched, ("dh", "dc"), "dhx")
+        w_ih, w_hh, _, _ = self._weights()
+        p = self._grads
+        grads = (p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"))
+        dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc, w_ih, w_hh,
+                                          grads)
+        dx = dx[0]
+        if cache.unbatched:
+            dx, dh0, dc0 = dx[0], dh0[0], (None if dc0 is None else dc0[0])
+        return dx, ((dh0, dc0) if dc0 is not None else dh0)
+
+
+class RNNCell(_CellBase):
+    """One step of :class:`RNN`: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype: Any = np.float32,
+                 rng: np.random.Generator | int | None = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+        self.math = RNNMath(nonlinearity)
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, dtype, rng)
+
+
+class GRUCell(_CellBase):
+    """One step of :class:`GRU` (gate order r, z, n)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
+        self.math = GRUMath()
+        super().__init__(input_size, hidden_size, bias, dtype, rng)
+
+
+class LSTMCell(_CellBase):
+    """One step of :class:`LSTM` (gate order i, f, g, o); state is the pair (h, c)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
+        self.math = LSTMMath()
+        super().__init__(input_size, hidden_size, bias, dtype, rng)

@@ -1,0 +1,128 @@
+"""The time loop, written once for every cell: one direction of one layer, forward and BPTT.
+
+A direction owns its weights ``w_ih (G*H, D)``, ``w_hh (G*H, H)``, ``b_ih``, ``b_hh`` (each
+``(G*H,)`` or None). Variable lengths follow PyTorch's packed sequences: the batch is sorted by
+length (longest first) before it gets here, so at time step t the sequences still running are
+the first ``batch_sizes[t]`` rows, a contiguous prefix. Rows past their length keep their state
+and output zeros. The reverse direction walks t = T-1 ... 0, so each sequence starts at its own
+last valid step from its own initial state.
+
+Forward:   gx = x W_ih^T + bias                      one product for all T steps, (T, B, G*H)
+           for t: h_t = step(gx_t, h_{t-1})          one product h W_hh^T per step
+Backward:  for t reversed: dgates_t = step_back(...)  one product dgates W_hh per step
+           dW_ih = dgx^T x, dW_hh = dgh^T h_prev      one product each, over all steps at once
+           dx = dgx W_ih
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .functional import CellMath, Stash
+
+Array = np.ndarray
+
+
+@dataclass
+class DirectionCache:
+    """What one direction's backward needs: its input, its stash, and the step schedule."""
+
+    x: Array                      # (T, B, D) the input this direction saw
+    stash: Stash
+    batch_sizes: Array | None     # (T,) rows active per step, or None when all B rows run
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def direction_forward(
+    kind: CellMath,
+    x: Array,
+    h0: Array,
+    c0: Array | None,
+    w_ih: Array,
+    w_hh: Array,
+    b_ih: Array | None,
+    b_hh: Array | None,
+    out: Array,
+    batch_sizes: Array | None = None,
+    reverse: bool = False,
+    keep: bool = True,
+) -> tuple[Array, Array | None, DirectionCache | None]:
+    """Run one direction over all T steps; write h_t into ``out[t]`` (T, B, H).
+
+    Returns ``(h_n, c_n, cache)``; ``cache`` is None when ``keep`` is False (inference: the
+    stash then has one slot that every step reuses, so memory does not grow with T).
+    """
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    # gx = x W_ih^T + b_ih (+ the parts of b_hh that add to it): all steps in one product
+    gx = np.matmul(x.reshape(T * B, -1), w_ih.T).reshape(T, B, -1)  # (T, B, G*H)
+    bias = kind.input_bias(b_ih, b_hh)
+    if bias is not None:
+        gx += bias
+    padded = batch_sizes is not None
+    stash = kind.alloc(T if keep else 1, B, H, x.dtype, zero=padded and keep)
+    h = h0.copy()
+    c = c0.copy() if c0 is not None else None
+    for t in _steps(T, reverse):
+        n = B if batch_sizes is None else int(batch_sizes[t])
+        if n == 0:
+            continue
+        slot = t if keep else 0
+        hn = h[:n]
+        stash.hprev[slot, :n] = hn
+        kind.step(stash, slot, n, gx[t, :n], hn, None if c is None else c[:n], w_hh, b_hh)
+        out[t, :n] = hn
+    cache = DirectionCache(x, stash, batch_sizes) if keep else None
+    return h, c, cache
+
+
+def direction_backward(
+    kind: CellMath,
+    cache: DirectionCache,
+    dout: Array | None,
+    dh_n: Array,
+    dc_n: Array | None,
+    w_ih: Array,
+    w_hh: Array,
+    grads: tuple[Array, Array, Array | None, Array | None],
+    reverse: bool = False,
+) -> tuple[Array, Array, Array | None]:
+    """BPTT through one direction. ``dout`` (T, B, H) is dL/dh_t from above (None: zero).
+
+    Adds dW_ih, dW_hh, db_ih, db_hh into ``grads``; returns ``(dx, dh_0, dc_0)``.
+    """
+    x, stash, batch_sizes = cache.x, cache.stash, cache.batch_sizes
+    T, B, D = x.shape
+    H = w_hh.shape[1]
+    GH = w_hh.shape[0]
+    padded = batch_sizes is not None
+    dgx = np.zeros((T, B, GH), x.dtype) if padded else np.empty((T, B, GH), x.dtype)
+    dgh = (np.zeros_like(dgx) if padded else np.empty_like(dgx)) if kind.split_grad else dgx
+    dh = dh_n.copy()
+    dc = dc_n.copy() if dc_n is not None else None
+    for t in _steps(T, not reverse):
+        n = B if batch_sizes is None else int(batch_sizes[t])
+        if n == 0:
+            continue
+        dhn = dh[:n]
+        if dout is not None:
+            dhn += dout[t, :n]
+        kind.step_back(stash, t, n, dhn, None if dc is None else dc[:n], w_hh, dgx[t, :n],
+                       dgh[t, :n])
+    # the parameters are shared by all steps: their gradients are sums over t, one product each
+    gW_ih, gW_hh, gb_ih, gb_hh = grads
+    dgx2 = dgx.reshape(T * B, GH)
+    dgh2 = dgh.reshape(T * B, GH)
+    gW_ih += dgx2.T @ x.reshape(T * B, D)                  # dW_ih = sum_t dgx_t^T x_t
+    gW_hh += dgh2.T @ stash.hprev.reshape(T * B, H)        # dW_hh = sum_t dgh_t^T h_{t-1}
+    if gb_ih is not None:
+        gb_ih += dgx2.sum(axis=0)
+    if gb_hh is not None:
+        gb_hh += dgh2.sum(axis=0)
+    dx = (dgx2 @ w_ih).reshape(T, B, D)                    # dx_t = dgx_t W_ih
+    return dx, dh, dc
