@@ -169,7 +169,7 @@ class RNNBase(Module):
     def _check_state(self, name: str, h: Any, B: int, unbatched: bool) -> Array:
         LK, H = self.num_layers * self.num_directions, self.hidden_size
         want = (LK, H) if unbatched else (LK, B, H)
-        words = f"({LK}, {H})" if unbatched else f"(num_layers * num_directions, B, H)"
+        words = f"({LK}, {H})" if unbatched else "(num_layers * num_directions, B, H)"
         h = check.array(name, h, self.dtype, words)
         check.shape(name, h, want, words,
                     "" if unbatched else f"num_layers={self.num_layers}, num_directions="
@@ -316,7 +316,7 @@ class RNNBase(Module):
             check.shape("dy", dy, want, words, "dy is dL/dy: it has the shape of y.")
             dy_s = dy[:, None] if unbatched else dy.transpose(1, 0, 2) if self.batch_first \
                 else dy
-            if cache.perm is not None:
+            if cache.perm is not None and cache.valid is not None:
                 dy_s = dy_s[:, cache.perm]                        # a copy
                 dy_s[~cache.valid] = 0                            # padding has no effect
             check.finite("dy", dy_s)
@@ -485,7 +485,8 @@ class _CellBase(Module):
         self.rng = check_rng(rng)
         G, H = self.math.gates, self.hidden_size
         bound = 1.0 / np.sqrt(H)
-        shapes = {"weight_ih": (G * H, self.input_size), "weight_hh": (G * H, H)}
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (G * H, self.input_size),
+                                              "weight_hh": (G * H, H)}
         if self.bias:
             shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
         for name, shp in shapes.items():
