@@ -1,0 +1,173 @@
+"""Models built from the core layers. ``LanguageModel``: the chapter's sequence generator.
+
+    tokens (T, B) -> embedding (or one-hot) -> stacked RNN / GRU / LSTM -> linear -> logits
+
+Its parameters are named like the equivalent PyTorch model (``embedding.weight``,
+``rnn.weight_ih_l0``, ..., ``decoder.weight``, ``decoder.bias``), so its state dict loads into
+that model and gives the same logits. Forward and backward are written once and shared by
+training, evaluation and generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import _checks as check
+from .layers import Embedding, Linear, check_ids, dropout_mask
+from .module import Module, check_dtype, check_rng
+from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
+
+Array = np.ndarray
+CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """The shape of a language model; stored in every checkpoint as JSON."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    embedding_dim: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+    one_hot: bool = False        # the chapter's one-hot input instead of an embedding
+    nonlinearity: str = "tanh"   # for cell="rnn"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check.positive_int("vocab_size", self.vocab_size)
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}; got {self.cell!r}")
+        check.positive_int("embedding_dim", self.embedding_dim)
+        check.positive_int("hidden_size", self.hidden_size)
+        check.positive_int("num_layers", self.num_layers)
+        check.probability("dropout", self.dropout)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {self.nonlinearity!r}")
+        check_dtype(self.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> LMConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a JSON object; got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"model config has unknown keys {unknown}; expected {sorted(names)}")
+        if "vocab_size" not in d:
+            raise ValueError("model config lacks vocab_size")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(f"bad model config: {e}") from e
+
+
+@dataclass
+class LMCache:
+    ids: Array
+    emb: Array | None             # embedding cache (the ids) or None for one-hot
+    in_mask: Array | None         # dropout on the recurrent input
+    rnn: RecurrentCache
+    out_mask: Array | None        # dropout on the recurrent output
+    dec_in: Array                 # decoder input (after dropout)
+
+
+class LanguageModel(Module):
+    """Token ids (T, B) -> logits (T, B, V) over the next token, with the recurrent state.
+
+    Dropout (training mode only) acts as in PyTorch's word-language-model example: on the
+    embedding output, between recurrent layers, and on the last layer's output.
+    """
+
+    def __init__(self, config: LMConfig, rng: np.random.Generator | int | None = None) -> None:
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"config must be an LMConfig; got {type(config).__name__}")
+        super().__init__(config.dtype)
+        self.config = config
+        self.rng = check_rng(rng)
+        V, E, H = config.vocab_size, config.embedding_dim, config.hidden_size
+        if not config.one_hot:
+            self.embedding = Embedding(V, E, self.dtype, self.rng)
+        cls = CELLS[config.cell]
+        kw: dict[str, Any] = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+        self.rnn: RNNBase = cls(V if config.one_hot else E, H, config.num_layers,
+                                dropout=config.dropout, dtype=self.dtype, rng=self.rng, **kw)
+        self.decoder = Linear(H, V, dtype=self.dtype, rng=self.rng)
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.config})"
+
+    # the recurrent layer draws its dropout masks from the same generator as the model
+    def _input(self, ids: Array) -> tuple[Array, Array | None]:
+        if self.config.one_hot:
+            x = np.zeros((*ids.shape, self.config.vocab_size), self.dtype)
+            np.put_along_axis(x, ids[..., None], 1, axis=-1)
+            return x, None
+        return self.embedding.forward(ids)
+
+    def _check(self, ids: Any) -> Array:
+        ids = check_ids("ids", ids, self.config.vocab_size)
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"ids must have shape (T, B) (time-major); got {ids.shape}. "
+                             "For one sequence use ids[:, None].")
+        return ids
+
+    def forward(self, ids: Array, hx: State | None = None, lengths: Any = None
+                ) -> tuple[Array, State, LMCache]:
+        """Training forward: ``logits, hn, cache``."""
+        ids = self._check(ids)
+        x, emb = self._input(ids)
+        p = self.config.dropout if self.training else 0.0
+        in_mask = out_mask = None
+        if p > 0:
+            in_mask = dropout_mask(self.rng, x.shape, p, self.dtype)
+            x = x * in_mask
+        y, hn, rcache = self.rnn.forward(x, hx, lengths)
+        if p > 0:
+            out_mask = dropout_mask(self.rng, y.shape, p, self.dtype)
+            y = y * out_mask
+        logits, _ = self.decoder.forward(y)
+        return logits, hn, LMCache(ids, emb, in_mask, rcache, out_mask, y)
+
+    def __call__(self, ids: Array, hx: State | None = None, lengths: Any = None
+                 ) -> tuple[Array, State]:
+        """Inference: ``logits, hn``; keeps no per-step activations (memory flat in T)."""
+        ids = self._check(ids)
+        x, _ = self._input(ids)
+        p = self.config.dropout if self.training else 0.0
+        if p > 0:
+            x = x * dropout_mask(self.rng, x.shape, p, self.dtype)
+        y, hn = self.rnn(x, hx, lengths)
+        if p > 0:
+            y = y * dropout_mask(self.rng, y.shape, p, self.dtype)
+        logits, _ = self.decoder.forward(y)
+        return logits, hn
+
+    def backward(self, dlogits: Array, cache: LMCache, dhn: State | None = None) -> State:
+        """Adds every parameter's gradient into ``grads``; returns dL/dhx."""
+        if not isinstance(cache, LMCache):
+            raise TypeError("cache must be the third value returned by LanguageModel.forward")
+        dy = self.decoder.backward(dlogits, cache.dec_in)
+        if cache.out_mask is not None:
+            dy *= cache.out_mask
+        dx, dhx = self.rnn.backward(dy, dhn, cache.rnn)
+        if not self.config.one_hot:
+            if cache.in_mask is not None:
+                dx *= cache.in_mask
+            assert cache.emb is not None
+            self.embedding.backward(dx, cache.emb)
+        return dhx
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for ``batch_size`` sequences: h0, or (h0, c0) for the LSTM."""
+        r = self.rnn
+        shape = (r.num_layers * r.num_directions, batch_size, r.hidden_size)
+        h = np.zeros(shape, self.dtype)
+        return (h, np.zeros(shape, self.dtype)) if self.config.cell == "lstm" else h
