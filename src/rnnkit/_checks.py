@@ -52,9 +52,14 @@ def shape(name: str, a: Array, want: tuple[int, ...], expected: str, hint: str =
                          + (f" {hint}" if hint else ""))
 
 
-def finite(name: str, a: Array) -> None:
-    if not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
+def finite(name: str, a: Array, valid: Array | None = None) -> None:
+    """No NaN or Inf in ``a`` where ``valid`` (broadcastable to ``a``; None: everywhere) is
+    True. Pass ``a`` as the caller gave it, so the index in the message points into it."""
+    bad = ~np.isfinite(a)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        bad = np.argwhere(bad)[0]
         raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}"
                          f"); check the data or the previous layer's output")
 

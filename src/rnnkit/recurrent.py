@@ -142,6 +142,7 @@ class RNNBase(Module):
         x_words, _ = self._shape_words()
         D = self.input_size
         x = check.array("x", x, self.dtype, x_words)
+        given = x.shape
         if x.ndim == 2:
             if x.shape[1] != D:
                 raise ValueError(f"x must have shape {x_words}, or (T, {D}) for one unbatched "
@@ -158,21 +159,27 @@ class RNNBase(Module):
                 x = x.transpose(1, 0, 2)
             unbatched = False
         else:
-            hint = (" For one sequence use x[:, None, :]." if x.ndim == 1 else "")
+            hint = ""
+            if x.ndim == 1 and D == 1:
+                hint = " For one sequence of T scalar inputs use x[:, None] (shape (T, 1))."
+            elif x.ndim == 1 and x.shape[0] == D:
+                hint = f" For one step of one sequence use x[None, :] (shape (1, {D}))."
             raise ValueError(f"x must have shape {x_words} (or (T, {D}) for one unbatched "
                              f"sequence); got {x.ndim}-D shape {x.shape}.{hint}")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x must have at least one time step and one sequence; got shape "
-                             f"{x.shape}")
+                             f"{given}")
         return x, unbatched
 
     def _check_state(self, name: str, h: Any, B: int, unbatched: bool) -> Array:
         LK, H = self.num_layers * self.num_directions, self.hidden_size
         want = (LK, H) if unbatched else (LK, B, H)
-        words = f"({LK}, {H})" if unbatched else "(num_layers * num_directions, B, H)"
+        words = ("(num_layers * num_directions, H)" if unbatched
+                 else "(num_layers * num_directions, B, H)")
         h = check.array(name, h, self.dtype, words)
         check.shape(name, h, want, words,
-                    "" if unbatched else f"num_layers={self.num_layers}, num_directions="
+                    f"x is one unbatched sequence (T, D), so {name} has no batch axis."
+                    if unbatched else f"num_layers={self.num_layers}, num_directions="
                     f"{self.num_directions}, B={B}, hidden_size={H}.")
         check.finite(name, h)
         return h[:, None, :] if unbatched else h
@@ -186,8 +193,10 @@ class RNNBase(Module):
             return None, None
         if self.math.has_cell:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                got = (f"a {type(hx).__name__} of length {len(hx)}"
+                       if isinstance(hx, (tuple, list)) else type(hx).__name__)
                 raise TypeError(f"{argname} of an LSTM must be a pair ({hname}, {cname}) or "
-                                f"None; got {type(hx).__name__}")
+                                f"None; got {got}")
             h, c = hx
             return (None if h is None else self._check_state(hname, h, B, unbatched),
                     None if c is None else self._check_state(cname, c, B, unbatched))
@@ -212,12 +221,16 @@ class RNNBase(Module):
 
     def _forward(self, x: Any, hx: Any, lengths: Any, keep: bool
                  ) -> tuple[Array, State, RecurrentCache | None]:
+        x_given = x
         x, unbatched = self._check_x(x)
         T, B, _ = x.shape
         if unbatched and lengths is not None:
             raise ValueError("lengths needs a batch: x of shape (T, D) is one sequence of length "
                              "T; use x[:, None, :] with lengths of shape (1,)")
         lens = check.lengths(lengths, T, B)
+        # NaN/Inf only matter where t < length; the index in the message points into x as given
+        check.finite("x", x_given, None if lens is None else
+                     self._valid_as_given(np.arange(T)[:, None] < lens[None, :]))
         h0, c0 = self._check_hx(hx, B, unbatched)
         L, K, H = self.num_layers, self.num_directions, self.hidden_size
         if h0 is None:
@@ -236,7 +249,6 @@ class RNNBase(Module):
             x[~valid] = 0                                            # padding has no effect
             h0 = h0[:, perm]
             c0 = c0[:, perm] if c0 is not None else None
-        check.finite("x", x)
 
         cache = RecurrentCache(id(self), T, B, perm, batch_sizes, valid, unbatched)
         h_n = np.empty((L * K, B, H), self.dtype)
@@ -283,6 +295,10 @@ class RNNBase(Module):
         hn: State = (hn_out, cn_out) if cn_out is not None else hn_out
         return y_out, hn, cache if keep else None
 
+    def _valid_as_given(self, valid: Array) -> Array:
+        """(T, B) mask in the caller's batch order -> broadcastable to x or y as given."""
+        return (valid.T if self.batch_first else valid)[:, :, None]
+
     def _to_caller(self, y: Array, h: Array, c: Array | None, unbatched: bool
                    ) -> tuple[Array, Array, Array | None]:
         if unbatched:
@@ -309,17 +325,21 @@ class RNNBase(Module):
         if dy is None:
             dy_s = None
         else:
-            words = (f"(T, {KH}) = ({T}, {KH})" if unbatched else
+            words = (f"(T, {KH})" if unbatched else
                      (f"(B, T, {KH})" if self.batch_first else f"(T, B, {KH})"))
             dy = check.array("dy", dy, self.dtype, words)
             want = ((T, KH) if unbatched else (B, T, KH) if self.batch_first else (T, B, KH))
             check.shape("dy", dy, want, words, "dy is dL/dy: it has the shape of y.")
+            valid = None
+            if cache.perm is not None and cache.valid is not None:
+                valid = np.empty_like(cache.valid)
+                valid[:, cache.perm] = cache.valid                # the caller's batch order
+            check.finite("dy", dy, None if valid is None else self._valid_as_given(valid))
             dy_s = dy[:, None] if unbatched else dy.transpose(1, 0, 2) if self.batch_first \
                 else dy
             if cache.perm is not None and cache.valid is not None:
                 dy_s = dy_s[:, cache.perm]                        # a copy
                 dy_s[~cache.valid] = 0                            # padding has no effect
-            check.finite("dy", dy_s)
         dh_n, dc_n = self._check_hx(dhn, B, unbatched, grad=True)
         if cache.perm is not None:
             dh_n = None if dh_n is None else dh_n[:, cache.perm]
@@ -551,7 +571,7 @@ class _CellBase(Module):
         B = x2.shape[0]
         if B == 0:
             raise ValueError("x has an empty batch (B = 0)")
-        check.finite("x", x2)
+        check.finite("x", x)
         h, c = self._states(hx, B, unbatched, ("h", "c"), "hx")
         out = np.empty((1, B, self.hidden_size), self.dtype)
         h1, c1, dcache = direction_forward(self.math, x2[None], h, c, *self._weights(), out=out,
@@ -564,8 +584,12 @@ class _CellBase(Module):
     def backward(self, dhx_next: State | None, cache: CellCache) -> tuple[Array, State]:
         """``dx, dh = cell.backward(dh', cache)`` (``dx, (dh, dc) = cell.backward((dh', dc'),
         cache)`` for the LSTMCell). Adds into ``cell.grads``."""
-        if not isinstance(cache, CellCache) or cache.owner != id(self):
-            raise TypeError("cache must be the second value returned by this cell's forward()")
+        if not isinstance(cache, CellCache):
+            raise TypeError(f"cache must be the second value returned by this cell's forward()"
+                            f"; got {type(cache).__name__}")
+        if cache.owner != id(self):
+            raise ValueError("this cache was made by another cell's forward; pass the cache "
+                             "from this cell's own forward call")
         B = cache.direction.x.shape[1]
         dh, dc = self._states(dhx_next, B, cache.unbatched, ("dh", "dc"), "dhx")
         w_ih, w_hh, _, _ = self._weights()
