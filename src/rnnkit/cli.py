@@ -1,14 +1,24 @@
-"""The ``rnnkit`` command line. Every failure prints one ``error: ...`` line and exits 2.
+"""The ``rnnkit`` command line. Every failure prints one ``error: ...`` line and exits 2
+(set RNNKIT_DEBUG=1 for the traceback).
 
+    rnnkit train [CORPUS]           train a text generator (default: shakespeare, 10 minutes)
+    rnnkit sample DIR               generate text from a trained run
+    rnnkit score DIR FILE           log-likelihood and perplexity of a text under the model
+    rnnkit info DIR                 what a checkpoint holds
     rnnkit check                    gradient-check every layer and cell in float64
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +30,266 @@ class CLIError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CLIError(f"{self.prog}: {message}")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
+def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Callable[[str], float]:
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        bad = not math.isfinite(v)
+        if lo is not None:
+            bad |= v <= lo if lo_open else v < lo
+        if hi is not None:
+            bad |= v >= hi if hi_open else v > hi
+        if bad:
+            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, " \
+                  f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {s!r}")
+        return v
+
+    return parse
+
+
+# ------------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------------
+
+TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
+    # flag: (type, help)   -- defaults come from TrainConfig (shown in --help)
+    "level": (str, "token level: char (Unicode code points) or word"),
+    "mode": (str, "stream: contiguous text, state carried across windows (char-rnn); "
+                  "sentence: each line wrapped in <start>/<end> (the chapter)"),
+    "cell": (str, "recurrent cell: rnn, gru or lstm"),
+    "hidden_size": (_positive_int, "hidden units per layer"),
+    "num_layers": (_positive_int, "stacked recurrent layers"),
+    "embedding_dim": (_positive_int, "size of the token embedding"),
+    "one_hot": (None, "feed one-hot vectors instead of an embedding (the chapter's input)"),
+    "dropout": (_float(0, 1, hi_open=True), "dropout on embedding, between layers and on "
+                                            "the output"),
+    "seq_len": (_positive_int, "time steps per window (truncated BPTT length)"),
+    "batch_size": (_positive_int, "sequences per batch"),
+    "optimizer": (str, "sgd, adam, adamw, rmsprop or adagrad"),
+    "lr": (_float(0, lo_open=True), "learning rate"),
+    "weight_decay": (_float(0), "weight decay (L2; decoupled for adamw)"),
+    "momentum": (_float(0, 1, hi_open=True), "momentum (sgd, rmsprop)"),
+    "grad_clip": (_float(0, lo_open=True), "clip the global gradient L2 norm to this"),
+    "clip_value": (_float(0, lo_open=True), "also clip each gradient entry to [-v, v]"),
+    "lr_decay": (_float(0, 1, lo_open=True), "multiply the learning rate by this after "
+                                             "every epoch"),
+    "val_fraction": (_float(0, 1, True, True), "fraction held out (the end of the text)"),
+    "min_count": (_positive_int, "word level: words seen fewer times become <unk>"),
+    "max_steps": (_positive_int, "stop after this many optimizer steps"),
+    "max_minutes": (_float(0, lo_open=True), "stop after this much training time"),
+    "eval_interval": (_positive_int, "validate, sample and checkpoint every N steps"),
+    "sample_length": (_nonneg_int, "tokens in the samples printed during training"),
+    "temperature": (_float(0), "temperature of those samples"),
+    "max_bad_steps": (_positive_int, "stop after this many non-finite steps in a row"),
+    "seed": (int, "seed of weights, dropout, data order and samples"),
+    "dtype": (str, "float32 (fast) or float64"),
+}
+CHOICES = {"level": ("char", "word"), "mode": ("stream", "sentence"),
+           "cell": ("rnn", "gru", "lstm"),
+           "optimizer": ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
+           "dtype": ("float32", "float64")}
+DEFAULT_MINUTES = 10.0
+
+
+def _add_train(sub: Any) -> None:
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    p = sub.add_parser("train", help="train a text generator and print samples",
+                       description="Train a character- or word-level language model. With no "
+                       f"flags: Shakespeare, 2 x 256 LSTM, {DEFAULT_MINUTES:g} minutes.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("corpus", nargs="?", default=None,
+                   help="a built-in corpus (shakespeare, tang) or a UTF-8 text file "
+                   "[default: shakespeare]")
+    p.add_argument("--out", default=None,
+                   help="run directory for checkpoints, metrics.jsonl and loss.png "
+                   "[default: runs/<corpus>]")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, (typ, help_) in TRAIN_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        if name == "max_minutes":
+            help_ += f" [default: {DEFAULT_MINUTES:g} unless --max-steps is given]"
+        elif name not in ("one_hot",):
+            help_ += f" [default: {default}]"
+        if typ is None:
+            p.add_argument(flag, action="store_true", default=None, help=help_)
+        else:
+            p.add_argument(flag, type=typ, default=None, choices=CHOICES.get(name),
+                           help=help_)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, Trainer
+
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.corpus is not None:
+        given["corpus"] = args.corpus
+    if args.resume:
+        if args.out is None:
+            raise CLIError("--resume needs --out DIR, the directory of the run to continue")
+        trainer = Trainer(None, args.out, resume=True, overrides=given,
+                          progress=not args.no_progress)
+    else:
+        if "max_minutes" not in given and "max_steps" not in given:
+            given["max_minutes"] = DEFAULT_MINUTES
+        cfg = TrainConfig(**given)
+        out = args.out or os.path.join("runs", Path(cfg.corpus).stem)
+        trainer = Trainer(cfg, out, progress=not args.no_progress)
+    summary = trainer.run()
+    best = "" if summary.best_val is None else f", best validation {summary.best_val:.4f}"
+    print(f"done: {summary.step} steps in {summary.train_seconds / 60:.1f} min "
+          f"({summary.stopped_by}){best}; checkpoints in {summary.out}")
+    if summary.stopped_by == "interrupted":
+        return 130
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# sample / score / info
+# ------------------------------------------------------------------------------------------------
+
+
+def _load(run: str) -> Any:
+    from .train import model_from_checkpoint
+
+    if not Path(run).exists():
+        raise CLIError(f"{run}: no such run directory or checkpoint file")
+    return model_from_checkpoint(run)
+
+
+def _prime_ids(vocab: Any, text: str) -> list[int]:
+    from .text import tokenize
+
+    ids: list[int] = [] if vocab.start_id is None else [vocab.start_id]
+    if text:
+        toks = tokenize(text, vocab.level)
+        if vocab.level == "char":
+            unknown = sorted({t for t in toks if t not in vocab.stoi})
+            if unknown:
+                raise CLIError(f"--prime has {len(unknown)} character(s) the model never saw: "
+                               + " ".join(repr(u) for u in unknown[:30])
+                               + ". Use only characters of its training text "
+                               "(rnnkit info DIR lists the vocabulary).")
+        ids += [int(i) for i in vocab.encode(toks)]
+    if not ids:
+        ids = [int(vocab.encode(["\n"])[0])] if "\n" in vocab.stoi else [0]
+    return ids
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .generate import beam_search, check_sampling, sample
+
+    model, vocab, _ = _load(args.run)
+    check_sampling(args.temperature, args.top_k, args.top_p, len(vocab))
+    prime = _prime_ids(vocab, args.prime)
+    rng = np.random.default_rng(args.seed)
+    shown = args.prime
+    if args.beam:
+        beams = beam_search(model, prime, args.length, args.beam, end_id=vocab.end_id)
+        out = beams[0].ids
+    else:
+        out = sample(model, prime, args.length, rng=rng, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, end_id=vocab.end_id)
+    if out and vocab.end_id is not None and out[-1] == vocab.end_id:
+        out = out[:-1]
+    text = vocab.decode(out, skip_specials=True)
+    sep = " " if vocab.level == "word" and shown and text else ""
+    sys.stdout.write(shown + sep + text + ("\n" if not text.endswith("\n") else ""))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .generate import score
+    from .text import read_text, tokenize
+
+    model, vocab, _ = _load(args.run)
+    text = read_text(args.file)
+    toks = tokenize(text, vocab.level)
+    ids = [int(i) for i in vocab.encode(toks)]
+    if vocab.start_id is not None:
+        ids = [vocab.start_id, *ids]
+    s = score(model, ids)
+    unit = "char" if vocab.level == "char" else "word"
+    print(f"{args.file}: {s.tokens} {unit}s predicted | log-likelihood {s.log_likelihood:.2f} "
+          f"nats | {s.nats_per_token:.4f} nats/{unit} | {s.bits_per_token:.4f} bits/{unit} | "
+          f"perplexity {s.perplexity:.3f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import checkpoint
+
+    run = Path(args.run)
+    if not run.exists():
+        raise CLIError(f"{run}: no such run directory or checkpoint file")
+    files = [run] if run.is_file() else [run / f"{n}{checkpoint.SUFFIX}" for n in ("last", "best")]
+    found = False
+    for f in files:
+        if not f.is_file():
+            continue
+        found = True
+        meta = checkpoint.read_meta(f)
+        if args.json:
+            print(json.dumps(meta, indent=1))
+            continue
+        m, t = meta.get("model", {}), meta.get("train", {})
+        vocab = meta.get("vocab", {})
+        itos = vocab.get("itos", [])
+        best = meta.get("best_val")
+        print(f"{f}: rnnkit checkpoint v{meta.get('version')} (rnnkit "
+              f"{meta.get('rnnkit_version')})")
+        print(f"  model    {m.get('num_layers')} x {m.get('hidden_size')} "
+              f"{str(m.get('cell')).upper()}, embedding {m.get('embedding_dim')}"
+              f"{' (one-hot)' if m.get('one_hot') else ''}, {m.get('dtype')}")
+        print(f"  data     {t.get('corpus')} ({meta.get('corpus_source', '')}); "
+              f"{t.get('level')} level, {t.get('mode')} mode; vocabulary {len(itos)}: "
+              + "".join(repr(s)[1:-1] if len(s) == 1 else f" {s} " for s in itos[:80])
+              + (" ..." if len(itos) > 80 else ""))
+        print(f"  training step {meta.get('step')}, epoch {meta.get('epoch')}, "
+              f"{meta.get('train_seconds', 0) / 60:.1f} min; {t.get('optimizer')} lr "
+              f"{t.get('lr')}, batch {t.get('batch_size')} x {t.get('seq_len')}")
+        if best is not None:
+            print(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} bits), "
+                  f"perplexity {math.exp(best):.3f}")
+    if not found:
+        raise CLIError(f"{run}: no last.safetensors or best.safetensors here")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# check
+# ------------------------------------------------------------------------------------------------
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -57,6 +327,34 @@ def cmd_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rnnkit", description="Recurrent neural networks in NumPy.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("run", help="run directory (uses best, else last checkpoint) or a "
+                   ".safetensors file")
+    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("--length", type=_nonneg_int, default=500, help="tokens to generate at most")
+    s.add_argument("--temperature", type=_float(0), default=0.8,
+                   help="0 = greedy; lower is safer, higher more surprising")
+    s.add_argument("--top-k", type=_positive_int, default=None,
+                   help="sample only among the k most likely tokens")
+    s.add_argument("--top-p", type=_float(0, 1, lo_open=True), default=None,
+                   help="sample only among the most likely tokens whose mass reaches p")
+    s.add_argument("--beam", type=_positive_int, default=None,
+                   help="beam search of this width for the most likely continuation")
+    s.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    s.set_defaults(func=cmd_sample)
+
+    sc = sub.add_parser("score", help="log-likelihood and perplexity of a text")
+    sc.add_argument("run", help="run directory or .safetensors file")
+    sc.add_argument("file", help="UTF-8 text file to score")
+    sc.set_defaults(func=cmd_score)
+
+    i = sub.add_parser("info", help="what a checkpoint holds")
+    i.add_argument("run", help="run directory or .safetensors file")
+    i.add_argument("--json", action="store_true", help="print the whole metadata as JSON")
+    i.set_defaults(func=cmd_info)
+
     c = sub.add_parser("check", help="gradient-check every layer and cell (float64)")
     c.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
     c.set_defaults(func=cmd_check)
@@ -64,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .train import TrainingError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -71,12 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.func(args))
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (CLIError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
+        if os.environ.get("RNNKIT_DEBUG"):
+            raise
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else \
+            f"{e.filename}: {e.strerror}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
