@@ -84,8 +84,8 @@ def test_gradcheck_catches_a_wrong_backward(monkeypatch):
 
     original = functional.GRUMath.step_back
 
-    def broken(self, s, t, n, dh, dc, w_hh, dgx, dgh):
-        original(self, s, t, n, dh, dc, w_hh, dgx, dgh)
+    def broken(self, s, t, n, dh, dc, p, ws, dgx, dgh):
+        original(self, s, t, n, dh, dc, p, ws, dgx, dgh)
         dgx[:, :1] *= 1.01  # a 1 % error in one unit's reset-gate gradient
 
     monkeypatch.setattr(functional.GRUMath, "step_back", broken)

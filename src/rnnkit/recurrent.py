@@ -359,12 +359,11 @@ class RNNBase(Module):
             dx_layer = None
             for d in range(K):
                 idx = layer * K + d
-                w_ih, w_hh, _, _ = self._weights(idx)
                 dx, dh0_d, dc0_d = direction_backward(
                     self.math, lc.directions[d],
                     None if dout is None else dout[:, :, d * H:(d + 1) * H],
                     dh_n[idx], None if dc_n is None else dc_n[idx],
-                    w_ih, w_hh, self._grads_of(idx), reverse=d == 1)
+                    self._grads_of(idx), reverse=d == 1)
                 dh0[idx] = dh0_d
                 if dc0 is not None:
                     dc0[idx] = dc0_d
@@ -592,11 +591,9 @@ class _CellBase(Module):
                              "from this cell's own forward call")
         B = cache.direction.x.shape[1]
         dh, dc = self._states(dhx_next, B, cache.unbatched, ("dh", "dc"), "dhx")
-        w_ih, w_hh, _, _ = self._weights()
-        p = self._grads
-        grads = (p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"))
-        dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc, w_ih, w_hh,
-                                          grads)
+        g = self._grads
+        grads = (g["weight_ih"], g["weight_hh"], g.get("bias_ih"), g.get("bias_hh"))
+        dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc, grads)
         dx = dx[0]
         if cache.unbatched:
             dx, dh0, dc0 = dx[0], dh0[0], (None if dc0 is None else dc0[0])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .functional import CellMath, Stash
+from .functional import CellMath, Prepared, Stash
 
 Array = np.ndarray
 
@@ -32,6 +32,7 @@ class DirectionCache:
     x: Array                      # (T, B, D) the input this direction saw
     stash: Stash
     batch_sizes: Array | None     # (T,) rows active per step, or None when all B rows run
+    weights: Prepared             # the weights in the internal layout the steps used
 
 
 def _steps(T: int, reverse: bool) -> range:
@@ -59,13 +60,14 @@ def direction_forward(
     """
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    p = kind.prepare(w_ih, w_hh, b_ih, b_hh)
     # gx = x W_ih^T + b_ih (+ the parts of b_hh that add to it): all steps in one product
-    gx = np.matmul(x.reshape(T * B, -1), w_ih.T).reshape(T, B, -1)  # (T, B, G*H)
-    bias = kind.input_bias(b_ih, b_hh)
-    if bias is not None:
-        gx += bias
+    gx = np.matmul(x.reshape(T * B, -1), p.w_x.T).reshape(T, B, -1)  # (T, B, G*H)
+    if p.bias is not None:
+        gx += p.bias
     padded = batch_sizes is not None
     stash = kind.alloc(T if keep else 1, B, H, x.dtype, zero=padded and keep)
+    ws = kind.workspace(B, H, x.dtype)
     h = h0.copy()
     c = c0.copy() if c0 is not None else None
     for t in _steps(T, reverse):
@@ -75,9 +77,9 @@ def direction_forward(
         slot = t if keep else 0
         hn = h[:n]
         stash.hprev[slot, :n] = hn
-        kind.step(stash, slot, n, gx[t, :n], hn, None if c is None else c[:n], w_hh, b_hh)
+        kind.step(stash, slot, n, gx[t, :n], hn, None if c is None else c[:n], p, ws)
         out[t, :n] = hn
-    cache = DirectionCache(x, stash, batch_sizes) if keep else None
+    cache = DirectionCache(x, stash, batch_sizes, p) if keep else None
     return h, c, cache
 
 
@@ -87,8 +89,6 @@ def direction_backward(
     dout: Array | None,
     dh_n: Array,
     dc_n: Array | None,
-    w_ih: Array,
-    w_hh: Array,
     grads: tuple[Array, Array, Array | None, Array | None],
     reverse: bool = False,
 ) -> tuple[Array, Array, Array | None]:
@@ -96,15 +96,15 @@ def direction_backward(
 
     Adds dW_ih, dW_hh, db_ih, db_hh into ``grads``; returns ``(dx, dh_0, dc_0)``.
     """
-    x, stash, batch_sizes = cache.x, cache.stash, cache.batch_sizes
+    x, stash, batch_sizes, p = cache.x, cache.stash, cache.batch_sizes, cache.weights
     T, B, D = x.shape
-    H = w_hh.shape[1]
-    GH = w_hh.shape[0]
+    GH, H = p.w_h_back.shape
     padded = batch_sizes is not None
     dgx = np.zeros((T, B, GH), x.dtype) if padded else np.empty((T, B, GH), x.dtype)
     dgh = (np.zeros_like(dgx) if padded else np.empty_like(dgx)) if kind.split_grad else dgx
     dh = dh_n.copy()
     dc = dc_n.copy() if dc_n is not None else None
+    ws = kind.workspace(B, H, x.dtype)
     for t in _steps(T, not reverse):
         n = B if batch_sizes is None else int(batch_sizes[t])
         if n == 0:
@@ -112,17 +112,18 @@ def direction_backward(
         dhn = dh[:n]
         if dout is not None:
             dhn += dout[t, :n]
-        kind.step_back(stash, t, n, dhn, None if dc is None else dc[:n], w_hh, dgx[t, :n],
+        kind.step_back(stash, t, n, dhn, None if dc is None else dc[:n], p, ws, dgx[t, :n],
                        dgh[t, :n])
     # the parameters are shared by all steps: their gradients are sums over t, one product each
     gW_ih, gW_hh, gb_ih, gb_hh = grads
     dgx2 = dgx.reshape(T * B, GH)
     dgh2 = dgh.reshape(T * B, GH)
-    gW_ih += dgx2.T @ x.reshape(T * B, D)                  # dW_ih = sum_t dgx_t^T x_t
-    gW_hh += dgh2.T @ stash.hprev.reshape(T * B, H)        # dW_hh = sum_t dgh_t^T h_{t-1}
+    # (rows of dgx are in the internal gate order: p.to_torch_rows puts them back)
+    gW_ih += p.to_torch_rows(dgx2.T @ x.reshape(T * B, D))         # dW_ih = sum_t dgx_t^T x_t
+    gW_hh += p.to_torch_rows(dgh2.T @ stash.hprev.reshape(T * B, H))  # dW_hh = sum dgh^T h_t-1
     if gb_ih is not None:
-        gb_ih += dgx2.sum(axis=0)
+        gb_ih += p.to_torch_rows(dgx2.sum(axis=0))
     if gb_hh is not None:
-        gb_hh += dgh2.sum(axis=0)
-    dx = (dgx2 @ w_ih).reshape(T, B, D)                    # dx_t = dgx_t W_ih
+        gb_hh += p.to_torch_rows(dgh2.sum(axis=0))
+    dx = (dgx2 @ p.w_x_back).reshape(T, B, D)             # dx_t = dgx_t W_ih
     return dx, dh, dc
