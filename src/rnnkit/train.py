@@ -488,6 +488,11 @@ class Trainer:
 
     def train_step(self) -> float | None:
         """One optimizer step; returns the loss, or None if the step was skipped."""
+        # a non-finite loss or gradient is detected and handled below, not warned about
+        with np.errstate(all="ignore"):
+            return self._train_step()
+
+    def _train_step(self) -> float | None:
         cfg, model = self.cfg, self.model
         batch = next(self.data.train)
         if isinstance(batch, StreamBatch):
@@ -544,7 +549,7 @@ class Trainer:
         if self.step:
             print(f"resuming at step {self.step} ({self.train_seconds / 60:.1f} min trained)",
                   file=self.log)
-        bar = _Progress(cfg, self.step, self.train_seconds, enabled=self.progress)
+        bar = _Progress(cfg, self.step, self.train_seconds, self.progress, self.log)
         stopped_by = "max_steps"
         last_loss: float | None = None
         val: float | None = None
@@ -670,8 +675,10 @@ def plot_metrics(metrics: Path, png: Path) -> None:
 class _Progress:
     """tqdm progress bar with loss, tokens/s and the remaining budget; plain lines without."""
 
-    def __init__(self, cfg: TrainConfig, step: int, seconds: float, enabled: bool) -> None:
+    def __init__(self, cfg: TrainConfig, step: int, seconds: float, enabled: bool,
+                 log: TextIO) -> None:
         self.cfg = cfg
+        self.log = log
         self.bar: Any = None
         if enabled:
             try:
@@ -695,9 +702,9 @@ class _Progress:
 
     def write(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
+            self.bar.write(text, file=self.log)
         else:
-            print(text, flush=True)
+            print(text, file=self.log, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
