@@ -147,3 +147,20 @@ def test_language_model_matches_pytorch(cell, one_hot):
     for name, p in tm.named_parameters():
         np.testing.assert_allclose(m.grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_stepper_equals_the_full_forward(cell, one_hot):
+    m = _lm(cell, one_hot, dropout=0.5)
+    m.eval()
+    ids = np.random.default_rng(4).integers(0, V, (9, 3))
+    full, hn = m(ids)
+    step = m.stepper()
+    state = None
+    for t in range(9):
+        logits, state = step(ids[t], state)
+        np.testing.assert_allclose(logits, full[t], rtol=1e-12, atol=1e-13)
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    hn if isinstance(hn, tuple) else (hn,), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

@@ -97,15 +97,16 @@ def sample(model: LanguageModel, prime: Sequence[int], length: int, *,
     out: list[int] = []
     with eval_mode(model):
         logits, state = _prime(model, prime)
-        token = np.empty((1, 1), np.int64)
+        step = model.stepper()
+        token = np.empty(1, np.int64)
         for _ in range(length):
             nxt = choose_token(logits, rng, temperature, top_k, top_p)
             out.append(nxt)
             if end_id is not None and nxt == end_id:
                 break
-            token[0, 0] = nxt
-            step_logits, state = model(token, state)
-            logits = step_logits[0, 0]
+            token[0] = nxt
+            step_logits, state = step(token, state)
+            logits = step_logits[0]
     return out
 
 
@@ -142,6 +143,7 @@ def beam_search(model: LanguageModel, prime: Sequence[int], length: int, width: 
     finished: list[Beam] = []
     with eval_mode(model):
         logits, state = _prime(model, prime)
+        step = model.stepper()
         logp = log_softmax(logits.astype(np.float64))[None]           # (1, V)
         beams = [Beam([], 0.0)]
         for _ in range(length):
@@ -168,9 +170,9 @@ def beam_search(model: LanguageModel, prime: Sequence[int], length: int, width: 
                 break                      # no open hypothesis can beat the finished ones
             beams = new
             state = _take(state, np.array(parents))
-            tokens = np.array([[b.ids[-1] for b in beams]], np.int64)        # (1, W)
-            step_logits, state = model(tokens, state)
-            logp = log_softmax(step_logits[0].astype(np.float64), axis=-1)  # (W, V)
+            tokens = np.array([b.ids[-1] for b in beams], np.int64)          # (W,)
+            step_logits, state = step(tokens, state)
+            logp = log_softmax(step_logits.astype(np.float64), axis=-1)     # (W, V)
     pool = finished + [b for b in beams if not b.finished]
     return sorted(pool, key=rank, reverse=True)[:width]
 

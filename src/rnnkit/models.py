@@ -165,9 +165,77 @@ class LanguageModel(Module):
             self.embedding.backward(dx, cache.emb)
         return dhx
 
+    def stepper(self) -> Stepper:
+        """A token-at-a-time inference engine over a snapshot of the current weights."""
+        return Stepper(self)
+
     def init_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences: h0, or (h0, c0) for the LSTM."""
         r = self.rnn
         shape = (r.num_layers * r.num_directions, batch_size, r.hidden_size)
         h = np.zeros(shape, self.dtype)
         return (h, np.zeros(shape, self.dtype)) if self.config.cell == "lstm" else h
+
+
+class Stepper:
+    """Token-at-a-time inference for generation, with the weights prepared once.
+
+        step = model.stepper()
+        logits, state = step(tokens, state)        # tokens (B,) ints; logits (B, V)
+
+    It runs the same cell math as training (``kind.step``) on a snapshot of the weights taken
+    when it is made; make a new one after the weights change. The first layer's input
+    projection is a row lookup in a (V, G*H) table, ``(E W_ih^T + b)[token]`` (or
+    ``(W_ih^T + b)[token]`` for one-hot input): exact, and no product per token. Eval mode:
+    no dropout. Memory does not grow with the number of steps.
+    """
+
+    def __init__(self, model: LanguageModel) -> None:
+        rnn = model.rnn
+        if rnn.num_directions != 1:
+            raise ValueError("a Stepper needs a unidirectional model")
+        self.kind = rnn.math
+        self.num_layers = rnn.num_layers
+        self.hidden_size = rnn.hidden_size
+        self.vocab_size = model.config.vocab_size
+        self.dtype = model.dtype
+        self.layers = [rnn.math.prepare(*rnn._weights(layer)) for layer in range(rnn.num_layers)]
+        p0 = self.layers[0]
+        table = p0.w_x.T if model.config.one_hot else model.embedding.weight @ p0.w_x.T
+        self.table = np.ascontiguousarray(table + (p0.bias if p0.bias is not None else 0))
+        self.dec_wT = np.ascontiguousarray(model.decoder.weight.T)          # (H, V)
+        self.dec_b = model.decoder._params.get("bias")
+        self._stash: dict[int, Any] = {}
+
+    def _buffers(self, B: int) -> Any:
+        if B not in self._stash:
+            H = self.hidden_size
+            self._stash[B] = (self.kind.alloc(1, B, H, self.dtype, False),
+                              self.kind.workspace(B, H, self.dtype))
+        return self._stash[B]
+
+    def __call__(self, tokens: Array, state: State | None = None) -> tuple[Array, State]:
+        tokens = check_ids("tokens", np.asarray(tokens), self.vocab_size)
+        if tokens.ndim != 1:
+            raise ValueError(f"tokens must have shape (B,); got {tokens.shape}")
+        B, H, L = tokens.shape[0], self.hidden_size, self.num_layers
+        if state is None:
+            h = np.zeros((L, B, H), self.dtype)
+            c = np.zeros((L, B, H), self.dtype) if self.kind.has_cell else None
+        elif isinstance(state, tuple):
+            h, c = state[0].copy(), state[1].copy()
+        else:
+            h, c = state.copy(), None
+        stash, ws = self._buffers(B)
+        gx = self.table[tokens]                                  # (B, G*H): the lookup
+        for layer, p in enumerate(self.layers):
+            if layer:
+                gx = h[layer - 1] @ p.w_x.T                       # (B, G*H)
+                if p.bias is not None:
+                    gx += p.bias
+            stash.hprev[0] = h[layer]
+            self.kind.step(stash, 0, B, gx, h[layer], None if c is None else c[layer], p, ws)
+        logits = h[L - 1] @ self.dec_wT
+        if self.dec_b is not None:
+            logits += self.dec_b
+        return logits, ((h, c) if c is not None else h)
