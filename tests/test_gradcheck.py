@@ -121,3 +121,27 @@ def test_numerical_gradient_of_a_known_function():
     g = numerical_gradient(lambda: float(np.sum(a**3)), a)
     assert relative_error(3 * a**2, g) < 1e-9
     np.testing.assert_array_equal(a, [[1.0, -2.0], [0.5, 3.0]])  # restored exactly
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize(("bidirectional", "with_lengths"), [(False, False), (True, True)])
+def test_one_hot_input_equals_dense_one_hot(cell, bidirectional, with_lengths):
+    """OneHot ids give the numbers of the dense one-hot input: outputs and every gradient."""
+    V = 5
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, V, (T, B))
+    dense = np.eye(V)[ids]                                             # (T, B, V)
+    lengths = np.array([2, 4, 1]) if with_lengths else None
+    cls = {"gru": rnnkit.GRU, "lstm": rnnkit.LSTM}.get(cell, rnnkit.RNN)
+    kw = {"nonlinearity": cell[4:]} if cell.startswith("rnn") else {}
+    a, b = (cls(V, H, num_layers=2, bidirectional=bidirectional, dtype=np.float64, rng=5, **kw)
+            for _ in range(2))
+    ya, _, ca = a.forward(rnnkit.OneHot(ids, V), lengths=lengths)
+    yb, _, cb = b.forward(dense, lengths=lengths)
+    np.testing.assert_allclose(ya, yb, rtol=1e-12, atol=1e-13)
+    dy = rng.standard_normal(ya.shape)
+    dxa, _ = a.backward(dy, None, ca)
+    b.backward(dy, None, cb)
+    assert dxa is None
+    for k in a.grads:
+        np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-13, err_msg=k)

@@ -9,6 +9,7 @@ every backward.
 from .gradcheck import GradcheckResult, check_gradients, gradcheck
 from .module import Module
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .scan import OneHot
 
 __all__ = [
     "GRU",
@@ -18,6 +19,7 @@ __all__ = [
     "GradcheckResult",
     "LSTMCell",
     "Module",
+    "OneHot",
     "RNNCell",
     "check_gradients",
     "gradcheck",

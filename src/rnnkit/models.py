@@ -19,6 +19,7 @@ from . import _checks as check
 from .layers import Embedding, Linear, check_ids, dropout_mask
 from .module import Module, check_dtype, check_rng
 from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
+from .scan import OneHot
 
 Array = np.ndarray
 CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
@@ -83,7 +84,9 @@ class LanguageModel(Module):
     """Token ids (T, B) -> logits (T, B, V) over the next token, with the recurrent state.
 
     Dropout (training mode only) acts as in PyTorch's word-language-model example: on the
-    embedding output, between recurrent layers, and on the last layer's output.
+    embedding output, between recurrent layers, and on the last layer's output. With
+    ``one_hot=True`` the input is the chapter's one-hot vectors, passed as ``OneHot`` token
+    ids (the first layer's input projection is a row lookup), with no input dropout.
     """
 
     def __init__(self, config: LMConfig, rng: np.random.Generator | int | None = None) -> None:
@@ -105,11 +108,9 @@ class LanguageModel(Module):
         return f"LanguageModel({self.config})"
 
     # the recurrent layer draws its dropout masks from the same generator as the model
-    def _input(self, ids: Array) -> tuple[Array, Array | None]:
+    def _input(self, ids: Array) -> tuple[Array | OneHot, Array | None]:
         if self.config.one_hot:
-            x = np.zeros((*ids.shape, self.config.vocab_size), self.dtype)
-            np.put_along_axis(x, ids[..., None], 1, axis=-1)
-            return x, None
+            return OneHot(ids, self.config.vocab_size), None   # no (T, B, V) array is built
         return self.embedding.forward(ids)
 
     def _check(self, ids: Any) -> Array:
@@ -126,7 +127,7 @@ class LanguageModel(Module):
         x, emb = self._input(ids)
         p = self.config.dropout if self.training else 0.0
         in_mask = out_mask = None
-        if p > 0:
+        if p > 0 and not isinstance(x, OneHot):
             in_mask = dropout_mask(self.rng, x.shape, p, self.dtype)
             x = x * in_mask
         y, hn, rcache = self.rnn.forward(x, hx, lengths)
@@ -142,7 +143,7 @@ class LanguageModel(Module):
         ids = self._check(ids)
         x, _ = self._input(ids)
         p = self.config.dropout if self.training else 0.0
-        if p > 0:
+        if p > 0 and not isinstance(x, OneHot):
             x = x * dropout_mask(self.rng, x.shape, p, self.dtype)
         y, hn = self.rnn(x, hx, lengths)
         if p > 0:
@@ -158,7 +159,7 @@ class LanguageModel(Module):
         if cache.out_mask is not None:
             dy *= cache.out_mask
         dx, dhx = self.rnn.backward(dy, dhn, cache.rnn)
-        if not self.config.one_hot:
+        if dx is not None:                            # embedding input (one-hot has none)
             if cache.in_mask is not None:
                 dx *= cache.in_mask
             assert cache.emb is not None

@@ -7,7 +7,8 @@ Shapes: T time steps, B batch, D input features, H hidden units, L layers, K dir
     y, hn, cache = m.forward(x, hx=None, lengths=None)   # training: the cache holds everything
     dx, dhx = m.backward(dy, dhn, cache)                 # backward ADDS into m.grads
 
-    x      (T, B, D)          time-major; (T, D) for one unbatched sequence
+    x      (T, B, D)          time-major; (T, D) for one unbatched sequence; or
+                              OneHot(ids (T, B), D): one-hot vectors given by their ids
     hx     (L*K, B, H)        h0, or (h0, c0) for the LSTM; None means zeros
     y      (T, B, K*H)        the last layer's h_t, forward and reverse halves side by side
     hn     (L*K, B, H)        each layer's and direction's final state (or (h_n, c_n))
@@ -30,7 +31,7 @@ import numpy as np
 from . import _checks as check
 from .functional import CellMath, GRUMath, LSTMMath, RNNMath
 from .module import Module, check_rng
-from .scan import DirectionCache, direction_backward, direction_forward
+from .scan import DirectionCache, OneHot, direction_backward, direction_forward
 
 Array = np.ndarray
 State = Array | tuple[Array, Array]
@@ -54,6 +55,13 @@ class RecurrentCache:
     valid: Array | None           # (T, B) True where t < length (sorted order), or None
     unbatched: bool
     layers: list[LayerCache] = field(default_factory=list)
+
+
+def _unsort(a: Array, perm: Array) -> Array:
+    """Undo the length sort along the batch axis (axis 1)."""
+    out = np.empty_like(a)
+    out[:, perm] = a
+    return out
 
 
 def _init_uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float,
@@ -138,7 +146,26 @@ class RNNBase(Module):
         x_words = f"(B, T, {D})" if self.batch_first else f"(T, B, {D})"
         return x_words, f"({LK}, B, {H})"
 
-    def _check_x(self, x: Any) -> tuple[Array, bool]:
+    def _check_onehot(self, x: OneHot) -> tuple[OneHot, bool]:
+        D = self.input_size
+        if x.size != D:
+            raise ValueError(f"OneHot size must equal input_size={D}; got {x.size}")
+        ids = x.ids
+        if not isinstance(ids, np.ndarray) or ids.dtype == bool or ids.dtype.kind not in "iu":
+            raise TypeError("OneHot ids must be a NumPy integer array of shape "
+                            f"{'(B, T)' if self.batch_first else '(T, B)'}")
+        if ids.ndim != 2 or 0 in ids.shape:
+            want = "(B, T)" if self.batch_first else "(T, B)"
+            raise ValueError(f"OneHot ids must have shape {want} with T, B >= 1; got "
+                             f"{ids.shape}")
+        if ids.min() < 0 or ids.max() >= D:
+            raise ValueError(f"OneHot ids must lie in [0, {D}); got values from {ids.min()} "
+                             f"to {ids.max()}")
+        return OneHot(ids.T if self.batch_first else ids, D), False
+
+    def _check_x(self, x: Any) -> tuple[Array | OneHot, bool]:
+        if isinstance(x, OneHot):
+            return self._check_onehot(x)
         x_words, _ = self._shape_words()
         D = self.input_size
         x = check.array("x", x, self.dtype, x_words)
@@ -206,13 +233,13 @@ class RNNBase(Module):
         return self._check_state(hname, hx, B, unbatched), None
 
     # ---- forward ------------------------------------------------------------------------------
-    def __call__(self, x: Array, hx: State | None = None, lengths: Any = None
+    def __call__(self, x: Array | OneHot, hx: State | None = None, lengths: Any = None
                  ) -> tuple[Array, State]:
         """Inference: ``y, hn = m(x, hx, lengths)``. Keeps no per-step activations."""
         y, hn, _ = self._forward(x, hx, lengths, keep=False)
         return y, hn
 
-    def forward(self, x: Array, hx: State | None = None, lengths: Any = None
+    def forward(self, x: Array | OneHot, hx: State | None = None, lengths: Any = None
                 ) -> tuple[Array, State, RecurrentCache]:
         """Training: ``y, hn, cache = m.forward(x, hx, lengths)``; pass cache to backward."""
         y, hn, cache = self._forward(x, hx, lengths, keep=True)
@@ -229,8 +256,9 @@ class RNNBase(Module):
                              "T; use x[:, None, :] with lengths of shape (1,)")
         lens = check.lengths(lengths, T, B)
         # NaN/Inf only matter where t < length; the index in the message points into x as given
-        check.finite("x", x_given, None if lens is None else
-                     self._valid_as_given(np.arange(T)[:, None] < lens[None, :]))
+        if not isinstance(x, OneHot):
+            check.finite("x", x_given, None if lens is None else
+                         self._valid_as_given(np.arange(T)[:, None] < lens[None, :]))
         h0, c0 = self._check_hx(hx, B, unbatched)
         L, K, H = self.num_layers, self.num_directions, self.hidden_size
         if h0 is None:
@@ -245,15 +273,20 @@ class RNNBase(Module):
             slens = lens[perm]
             valid = np.arange(T)[:, None] < slens[None, :]           # (T, B)
             batch_sizes = valid.sum(axis=1)                          # (T,)
-            x = x[:, perm]                                           # a copy
-            x[~valid] = 0                                            # padding has no effect
+            if isinstance(x, OneHot):
+                ids = x.ids[:, perm]                                 # a copy
+                ids[~valid] = 0                                      # padding has no effect
+                x = OneHot(ids, x.size)
+            else:
+                x = x[:, perm]                                       # a copy
+                x[~valid] = 0                                        # padding has no effect
             h0 = h0[:, perm]
             c0 = c0[:, perm] if c0 is not None else None
 
         cache = RecurrentCache(id(self), T, B, perm, batch_sizes, valid, unbatched)
         h_n = np.empty((L * K, B, H), self.dtype)
         c_n = np.empty((L * K, B, H), self.dtype) if c0 is not None else None
-        inp = x
+        inp: Array | OneHot = x
         for layer in range(L):
             alloc = np.zeros if valid is not None else np.empty
             y = alloc((T, B, K * H), self.dtype)
@@ -281,16 +314,11 @@ class RNNBase(Module):
             else:
                 inp = y
             cache.layers.append(LayerCache(dcaches, mask))
-        y_out, hn_out = inp, h_n
-        cn_out = c_n
+        assert isinstance(inp, np.ndarray)           # the last layer's output
+        y_out, hn_out, cn_out = inp, h_n, c_n
         if perm is not None:
-            y_out = np.empty_like(inp)
-            y_out[:, perm] = inp
-            hn_out = np.empty_like(h_n)
-            hn_out[:, perm] = h_n
-            if c_n is not None:
-                cn_out = np.empty_like(c_n)
-                cn_out[:, perm] = c_n
+            y_out, hn_out = _unsort(inp, perm), _unsort(h_n, perm)
+            cn_out = None if c_n is None else _unsort(c_n, perm)
         y_out, hn_out, cn_out = self._to_caller(y_out, hn_out, cn_out, unbatched)
         hn: State = (hn_out, cn_out) if cn_out is not None else hn_out
         return y_out, hn, cache if keep else None
@@ -309,10 +337,11 @@ class RNNBase(Module):
 
     # ---- backward -----------------------------------------------------------------------------
     def backward(self, dy: Array | None, dhn: State | None, cache: RecurrentCache
-                 ) -> tuple[Array, State]:
+                 ) -> tuple[Array | None, State]:
         """BPTT. ``dy`` is dL/dy (shape of y, or None for zero), ``dhn`` dL/dh_n (or the pair
         (dL/dh_n, dL/dc_n) for the LSTM; None for zero). Adds every parameter's gradient
-        into ``m.grads`` and returns ``(dx, dhx)`` with dhx = dh0, or (dh0, dc0)."""
+        into ``m.grads`` and returns ``(dx, dhx)`` with dhx = dh0, or (dh0, dc0); dx is None
+        when the input was a ``OneHot``."""
         if not isinstance(cache, RecurrentCache):
             raise TypeError(f"cache must be the third value returned by {type(self).__name__}"
                             f".forward(...); got {type(cache).__name__}")
@@ -367,22 +396,19 @@ class RNNBase(Module):
                 dh0[idx] = dh0_d
                 if dc0 is not None:
                     dc0[idx] = dc0_d
-                dx_layer = dx if dx_layer is None else dx_layer + dx
+                if dx is not None:
+                    dx_layer = dx if dx_layer is None else dx_layer + dx
             if layer > 0:
+                assert dx_layer is not None
                 prev_mask = cache.layers[layer - 1].mask
                 dout = dx_layer if prev_mask is None else dx_layer * prev_mask
-        assert dx_layer is not None
         if cache.perm is not None:
-            unsorted = np.empty_like(dx_layer)
-            unsorted[:, cache.perm] = dx_layer
-            dx_layer = unsorted
-            dh0_u = np.empty_like(dh0)
-            dh0_u[:, cache.perm] = dh0
-            dh0 = dh0_u
-            if dc0 is not None:
-                dc0_u = np.empty_like(dc0)
-                dc0_u[:, cache.perm] = dc0
-                dc0 = dc0_u
+            dh0 = _unsort(dh0, cache.perm)
+            dc0 = None if dc0 is None else _unsort(dc0, cache.perm)
+            dx_layer = None if dx_layer is None else _unsort(dx_layer, cache.perm)
+        if dx_layer is None:                         # OneHot input: no input gradient
+            _, dh0, dc0 = self._to_caller(dh0[:1], dh0, dc0, unbatched)
+            return None, ((dh0, dc0) if dc0 is not None else dh0)
         dx_out, dh0, dc0 = self._to_caller(dx_layer, dh0, dc0, unbatched)
         return dx_out, ((dh0, dc0) if dc0 is not None else dh0)
 
@@ -594,6 +620,7 @@ class _CellBase(Module):
         g = self._grads
         grads = (g["weight_ih"], g["weight_hh"], g.get("bias_ih"), g.get("bias_hh"))
         dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc, grads)
+        assert dx is not None
         dx = dx[0]
         if cache.unbatched:
             dx, dh0, dc0 = dx[0], dh0[0], (None if dc0 is None else dc0[0])

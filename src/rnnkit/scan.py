@@ -25,11 +25,40 @@ from .functional import CellMath, Prepared, Stash
 Array = np.ndarray
 
 
+@dataclass(frozen=True)
+class OneHot:
+    """Token ids standing for one-hot input vectors: ``x[t, b] = e(ids[t, b])``, of length
+    ``size`` (the chapter's word vectors, section 4.1.2.4).
+
+    The input projection of a one-hot vector is a row of ``W_ih^T``, so ``gx[t, b] =
+    W_ih^T[ids[t, b]] + bias``: the same numbers as the product, with no (T, B, V) array and
+    no product; its gradient is a scatter-add of ``dgx`` into the rows of ``dW_ih^T``. The
+    input itself has no gradient.
+    """
+
+    ids: Array                    # (T, B) integers in [0, size)
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.ids.shape, self.size)
+
+
+def scatter_add_rows(ids: Array, rows: Array, num: int) -> Array:
+    """``out[v] = sum of rows[k] over k with ids[k] == v``, out (num, G): sort, then sum runs."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out = np.zeros((num, rows.shape[1]), rows.dtype)
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
 @dataclass
 class DirectionCache:
     """What one direction's backward needs: its input, its stash, and the step schedule."""
 
-    x: Array                      # (T, B, D) the input this direction saw
+    x: Array | OneHot             # (T, B, D) the input this direction saw
     stash: Stash
     batch_sizes: Array | None     # (T,) rows active per step, or None when all B rows run
     weights: Prepared             # the weights in the internal layout the steps used
@@ -41,7 +70,7 @@ def _steps(T: int, reverse: bool) -> range:
 
 def direction_forward(
     kind: CellMath,
-    x: Array,
+    x: Array | OneHot,
     h0: Array,
     c0: Array | None,
     w_ih: Array,
@@ -60,14 +89,18 @@ def direction_forward(
     """
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    dtype = w_hh.dtype
     p = kind.prepare(w_ih, w_hh, b_ih, b_hh)
     # gx = x W_ih^T + b_ih (+ the parts of b_hh that add to it): all steps in one product
-    gx = np.matmul(x.reshape(T * B, -1), p.w_x.T).reshape(T, B, -1)  # (T, B, G*H)
+    if isinstance(x, OneHot):
+        gx = np.ascontiguousarray(p.w_x.T)[x.ids]                   # one-hot: a row lookup
+    else:
+        gx = np.matmul(x.reshape(T * B, -1), p.w_x.T).reshape(T, B, -1)  # (T, B, G*H)
     if p.bias is not None:
         gx += p.bias
     padded = batch_sizes is not None
-    stash = kind.alloc(T if keep else 1, B, H, x.dtype, zero=padded and keep)
-    ws = kind.workspace(B, H, x.dtype)
+    stash = kind.alloc(T if keep else 1, B, H, dtype, zero=padded and keep)
+    ws = kind.workspace(B, H, dtype)
     h = h0.copy()
     c = c0.copy() if c0 is not None else None
     for t in _steps(T, reverse):
@@ -91,20 +124,22 @@ def direction_backward(
     dc_n: Array | None,
     grads: tuple[Array, Array, Array | None, Array | None],
     reverse: bool = False,
-) -> tuple[Array, Array, Array | None]:
+) -> tuple[Array | None, Array, Array | None]:
     """BPTT through one direction. ``dout`` (T, B, H) is dL/dh_t from above (None: zero).
 
-    Adds dW_ih, dW_hh, db_ih, db_hh into ``grads``; returns ``(dx, dh_0, dc_0)``.
+    Adds dW_ih, dW_hh, db_ih, db_hh into ``grads``; returns ``(dx, dh_0, dc_0)`` (dx is None
+    for a ``OneHot`` input).
     """
     x, stash, batch_sizes, p = cache.x, cache.stash, cache.batch_sizes, cache.weights
     T, B, D = x.shape
     GH, H = p.w_h_back.shape
+    dtype = p.w_h_back.dtype
     padded = batch_sizes is not None
-    dgx = np.zeros((T, B, GH), x.dtype) if padded else np.empty((T, B, GH), x.dtype)
+    dgx = np.zeros((T, B, GH), dtype) if padded else np.empty((T, B, GH), dtype)
     dgh = (np.zeros_like(dgx) if padded else np.empty_like(dgx)) if kind.split_grad else dgx
     dh = dh_n.copy()
     dc = dc_n.copy() if dc_n is not None else None
-    ws = kind.workspace(B, H, x.dtype)
+    ws = kind.workspace(B, H, dtype)
     for t in _steps(T, not reverse):
         n = B if batch_sizes is None else int(batch_sizes[t])
         if n == 0:
@@ -119,11 +154,17 @@ def direction_backward(
     dgx2 = dgx.reshape(T * B, GH)
     dgh2 = dgh.reshape(T * B, GH)
     # (rows of dgx are in the internal gate order: p.to_torch_rows puts them back)
-    gW_ih += p.to_torch_rows(dgx2.T @ x.reshape(T * B, D))         # dW_ih = sum_t dgx_t^T x_t
+    if isinstance(x, OneHot):
+        # gx = W_ih^T[ids]:  dW_ih^T[v] = sum of dgx over the steps that read row v
+        gW_ih += p.to_torch_rows(scatter_add_rows(x.ids.reshape(-1), dgx2, D).T)
+    else:
+        gW_ih += p.to_torch_rows(dgx2.T @ x.reshape(T * B, D))     # dW_ih = sum_t dgx_t^T x_t
     gW_hh += p.to_torch_rows(dgh2.T @ stash.hprev.reshape(T * B, H))  # dW_hh = sum dgh^T h_t-1
     if gb_ih is not None:
         gb_ih += p.to_torch_rows(dgx2.sum(axis=0))
     if gb_hh is not None:
         gb_hh += p.to_torch_rows(dgh2.sum(axis=0))
-    dx = (dgx2 @ p.w_x_back).reshape(T, B, D)             # dx_t = dgx_t W_ih
+    if isinstance(x, OneHot):
+        return None, dh, dc
+    dx = (dgx2 @ p.w_x_back).reshape(T, B, D)                      # dx_t = dgx_t W_ih
     return dx, dh, dc
