@@ -121,7 +121,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(tm.parameters(), 5.0)
         topt.step()
         state["t"] = detach(h)
-        return float(loss)
+        return float(loss.detach())
 
     rows = []
     seconds = {"np": 0.0, "t": 0.0}
