@@ -1,13 +1,14 @@
 """Encoder-decoder with additive (Bahdanau) attention: the chapter's translation shape.
 
-    src (S, B) -> embedding -> bidirectional GRU/LSTM encoder -> keys k_j (S, B, 2H)
+    src (S, B) -> embedding -> bidirectional GRU/LSTM encoder -> keys k_j (S, B, K)
     final states (forward, reverse) -> bridge -> s_0
     for t: c_t, a_t = attention(s_{t-1}, k)              a_t (B, S), the plotted weights
            s_t = cell([embed(y_{t-1}); c_t], s_{t-1})    GRUCell / LSTMCell (query: its h)
            logits_t = W_out [s_t; c_t] + b_out           (B, V)
 
 Letters: S source steps, T target steps, B batch, E embedding size, H hidden units (each
-encoder direction and the decoder), K = 2H key size, A attention size, V target vocabulary.
+encoder direction and the decoder), K key size (2H, or H for a unidirectional encoder),
+A attention size, V target vocabulary.
 
 Attention (additive, Bahdanau et al. 2015), with the padding of each source masked out::
 
@@ -162,6 +163,7 @@ class Seq2SeqConfig:
     embedding_dim: int = 32
     hidden_size: int = 64
     attention_size: int = 64
+    bidirectional: bool = True
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -178,6 +180,8 @@ class Seq2SeqConfig:
         check.positive_int("embedding_dim", self.embedding_dim)
         check.positive_int("hidden_size", self.hidden_size)
         check.positive_int("attention_size", self.attention_size)
+        if not isinstance(self.bidirectional, bool):
+            raise TypeError(f"bidirectional must be True or False; got {self.bidirectional!r}")
         check_dtype(self.dtype)
 
 
@@ -189,10 +193,10 @@ class Seq2SeqCache:
     tgt_ids: Array
     tgt_valid: Array | None                  # (T, B) True where t < tgt_length
     enc: RecurrentCache
-    keys: Array                              # (S, B, 2H) encoder outputs
+    keys: Array                              # (S, B, K) encoder outputs
     bridge: list[tuple[Array, Array]]        # per bridged state: (Linear input, tanh output)
     steps: list[tuple[AttentionCache, CellCache]] = field(default_factory=list)
-    out_in: Array | None = None              # (T, B, 3H): [s_t; c_t]
+    out_in: Array | None = None              # (T, B, H + K): [s_t; c_t]
     weights: Array | None = None             # (T, B, S) attention weights, for plotting
 
 
@@ -214,11 +218,13 @@ class Seq2Seq(Module):
 
     Parameters (PyTorch-style names): ``src_embedding.weight`` (V_src, E), ``encoder.*`` (a
     bidirectional :class:`GRU` or :class:`LSTM`, E -> H per direction), ``bridge.weight``
-    (H, 2H) and ``bridge.bias`` (and for the LSTM ``bridge_c.*`` for the cell state):
+    (H, K) and ``bridge.bias`` (and for the LSTM ``bridge_c.*`` for the cell state):
     ``s_0 = tanh([h_fwd; h_rev] W^T + b)``; ``tgt_embedding.weight`` (V, E);
-    ``attention.weight_query`` (A, H), ``attention.weight_key`` (A, 2H), ``attention.v`` (A,);
-    ``decoder.*`` (a :class:`GRUCell` or :class:`LSTMCell`, E + 2H -> H); ``output.weight``
-    (V, 3H), ``output.bias``.
+    ``attention.weight_query`` (A, H), ``attention.weight_key`` (A, K), ``attention.v`` (A,);
+    ``decoder.*`` (a :class:`GRUCell` or :class:`LSTMCell`, E + K -> H); ``output.weight``
+    (V, H + K), ``output.bias``. K = 2H; with ``bidirectional=False`` in the config the
+    encoder runs forward only and K = H (then a key k_j depends on src[:j + 1] alone, the
+    same whatever follows: one way to help length generalization).
 
         logits, cache = model.forward(src, src_lengths, tgt_in, tgt_lengths)
         loss, dlogits = sequence_loss(logits, tgt_out, tgt_lengths)
@@ -237,14 +243,16 @@ class Seq2Seq(Module):
         dt, r = self.dtype, self.rng
         lstm = config.cell == "lstm"
         self.src_embedding = Embedding(config.src_vocab_size, E, dt, r)
-        self.encoder = (LSTM if lstm else GRU)(E, H, bidirectional=True, dtype=dt, rng=r)
-        self.bridge = Linear(2 * H, H, dtype=dt, rng=r)
+        K = 2 * H if config.bidirectional else H
+        self.encoder = (LSTM if lstm else GRU)(E, H, bidirectional=config.bidirectional,
+                                               dtype=dt, rng=r)
+        self.bridge = Linear(K, H, dtype=dt, rng=r)
         if lstm:
-            self.bridge_c = Linear(2 * H, H, dtype=dt, rng=r)
+            self.bridge_c = Linear(K, H, dtype=dt, rng=r)
         self.tgt_embedding = Embedding(config.tgt_vocab_size, E, dt, r)
-        self.attention = Attention(H, 2 * H, A, dt, r)
-        self.decoder = (LSTMCell if lstm else GRUCell)(E + 2 * H, H, dtype=dt, rng=r)
-        self.output = Linear(3 * H, config.tgt_vocab_size, dtype=dt, rng=r)
+        self.attention = Attention(H, K, A, dt, r)
+        self.decoder = (LSTMCell if lstm else GRUCell)(E + K, H, dtype=dt, rng=r)
+        self.output = Linear(H + K, config.tgt_vocab_size, dtype=dt, rng=r)
 
     def __repr__(self) -> str:
         return f"Seq2Seq({self.config})"
@@ -260,19 +268,19 @@ class Seq2Seq(Module):
     # ---- the pieces shared by training and decoding --------------------------------------------
     def _encode(self, src: Array, lens: Array | None, keep: bool
                 ) -> tuple[Array, State, Array | None, Any]:
-        """-> keys (S, B, 2H), decoder s_0, mask (S, B) or None, caches (or None)."""
+        """-> keys (S, B, K), decoder s_0, mask (S, B) or None, caches (or None)."""
         x, emb_ids = self.src_embedding.forward(src)                     # (S, B, E)
         if keep:
-            keys, hn, enc = self.encoder.forward(x, None, lens)          # (S, B, 2H)
+            keys, hn, enc = self.encoder.forward(x, None, lens)          # (S, B, K)
         else:
             (keys, hn), enc = self.encoder(x, None, lens), None
-        S, B = src.shape
+        S = src.shape[0]
         mask = None if lens is None else np.arange(S)[:, None] < lens[None, :]
         finals = list(hn) if isinstance(hn, tuple) else [hn]             # h_n (and c_n)
         bridges = [self.bridge] + ([self.bridge_c] if len(finals) == 2 else [])
         s0, saved = [], []
         for lin, f in zip(bridges, finals, strict=True):
-            z = np.concatenate([f[0], f[1]], axis=1)                     # [h_fwd; h_rev] (B, 2H)
+            z = np.concatenate(list(f), axis=1)                          # [h_fwd; h_rev] (B, K)
             s = np.tanh(lin.forward(z)[0])                               # s_0 = tanh(z W^T + b)
             s0.append(s)
             saved.append((z, s))
@@ -286,7 +294,7 @@ class Seq2Seq(Module):
         (B, S), the output layer's input [s_t; c_t], caches or None)."""
         h = state[0] if isinstance(state, tuple) else state
         ctx, a, acache = attention_forward(h, keys, mask, self.attention.params, proj_keys)
-        x = np.concatenate([self.tgt_embedding.weight[y_prev], ctx], axis=1)   # (B, E + 2H)
+        x = np.concatenate([self.tgt_embedding.weight[y_prev], ctx], axis=1)   # (B, E + K)
         if keep:
             state, ccache = self.decoder.forward(x, state)
         else:
@@ -316,7 +324,7 @@ class Seq2Seq(Module):
         proj_keys = keys @ self.attention.weight_key.T                   # (S, B, A), once
         S, H = src.shape[0], self.config.hidden_size
         logits = np.empty((T, B, self.config.tgt_vocab_size), self.dtype)
-        out_in = np.empty((T, B, 3 * H), self.dtype)
+        out_in = np.empty((T, B, H + keys.shape[2]), self.dtype)
         weights = np.empty((T, B, S), self.dtype)
         cache = Seq2SeqCache(emb_ids, tgt_in,
                              None if tlens is None else np.arange(T)[:, None] < tlens[None, :],
@@ -343,13 +351,13 @@ class Seq2Seq(Module):
             dlogits = np.where(cache.tgt_valid[:, :, None], dlogits, 0)
         lstm = self.config.cell == "lstm"
         # logits_t = [s_t; c_t] W_out^T + b_out
-        dout = self.output.backward(dlogits, cache.out_in)               # (T, B, 3H)
+        dout = self.output.backward(dlogits, cache.out_in)               # (T, B, H + K)
         keys = cache.keys
         dkeys = np.zeros_like(keys)
-        dproj = np.zeros(keys.shape[:2] + (self.config.attention_size,), self.dtype)
+        dproj = np.zeros((*keys.shape[:2], self.config.attention_size), self.dtype)
         dy_emb = np.empty((T, B, E), self.dtype)
         dh = np.zeros((B, H), self.dtype)                                # dL/ds_t from t + 1
-        dc = np.zeros((B, H), self.dtype) if lstm else None
+        dc = np.zeros((B, H), self.dtype)                                # (the LSTM's cell)
         for t in reversed(range(T)):
             acache, ccache = cache.steps[t]
             # [s_t; c_t] feeds the output layer
@@ -371,19 +379,20 @@ class Seq2Seq(Module):
             dh = dh + g["query"]
         # proj_keys = k W_k^T, computed once in forward: project its gradient once
         S = keys.shape[0]
-        self.attention.grads["weight_key"] += \
+        self.attention._grads["weight_key"] += \
             dproj.reshape(S * B, -1).T @ keys.reshape(S * B, -1)
         dkeys += dproj @ self.attention.weight_key
         self.tgt_embedding.backward(dy_emb, cache.tgt_ids)
         # s_0 = tanh(z W^T + b), z = [h_fwd; h_rev] of the encoder's final states
         bridges = [self.bridge] + ([self.bridge_c] if lstm else [])
         dfinals = []
-        for lin, (z, s), ds in zip(bridges, cache.bridge, [dh, dc], strict=False):
-            assert ds is not None
-            dz = lin.backward(ds * (1 - s * s), z)                       # (B, 2H)
-            dfinals.append(np.stack([dz[:, :H], dz[:, H:]]))             # (2, B, H)
+        for lin, (z, s), ds in zip(bridges, cache.bridge, [dh, dc][: len(bridges)],
+                                   strict=True):
+            dz = lin.backward(ds * (1 - s * s), z)                       # (B, K)
+            dfinals.append(np.stack(np.split(dz, dz.shape[1] // H, axis=1)))  # (K / H, B, H)
         dhn: State = (dfinals[0], dfinals[1]) if lstm else dfinals[0]
         dx_src, _ = self.encoder.backward(dkeys, dhn, cache.enc)
+        assert dx_src is not None
         self.src_embedding.backward(dx_src, cache.src_ids)
 
     # ---- decoding ----------------------------------------------------------------------------
@@ -415,16 +424,14 @@ class Seq2Seq(Module):
             done |= y == self.config.end_id
             if done.all():
                 break
-        out = []
+        end, out = self.config.end_id, []
         for b in range(B):
             row = ids[:n, b].tolist()
-            steps = row.index(self.config.end_id) + 1 if self.config.end_id in row else n
+            finished = end in row
+            steps = row.index(end) + 1 if finished else n      # steps taken, <end> included
             Sb = S if lens is None else int(lens[b])
-            out.append(Translation(row[:steps][: steps - (steps <= len(row) and
-                                                          row[steps - 1] == self.config.end_id)],
-                                   weights[:steps, b, :Sb].copy(),
-                                   float(logps[:steps, b].sum()),
-                                   self.config.end_id in row))
+            out.append(Translation(row[: steps - finished], weights[:steps, b, :Sb].copy(),
+                                   float(logps[:steps, b].sum()), finished))
         return out
 
     def beam(self, src: Array, src_lengths: Any = None, width: int = 4, max_len: int = 50, *,
@@ -440,7 +447,7 @@ class Seq2Seq(Module):
     def _beam_one(self, src: Array, width: int, max_len: int, length_penalty: float
                   ) -> Translation:
         end = self.config.end_id
-        keys, state, _, _ = self._encode(src, None, keep=False)         # (S, 1, 2H)
+        keys, state, _, _ = self._encode(src, None, keep=False)         # (S, 1, K)
         proj_keys = keys @ self.attention.weight_key.T
 
         def rank(tr: Translation) -> float:

@@ -3,9 +3,10 @@
     to_chinese(1024)   -> "一千零二十四"
     to_chinese(20005)  -> "二万零五"
     task = NumeralsTask(max_train_digits=6, test_digits=(7, 8), rng=0)
-    batch = task.batch(task.sample(64, rng))          # time-major (S, B) / (T, B) int64 ids
+    batch = make_batch(task.sample(64, rng))          # time-major (S, B) / (T, B) int64 ids
 
-The convention (written, formal Mandarin; the one a cheque or a contract uses):
+The convention (the everyday written numerals, 小写, as in print; not the anti-fraud 大写 of
+banking):
 
 * digits 零一二三四五六七八九, units 十 百 千 inside a group of four digits, and the group
   units 万 (10^4) and 亿 (10^8), each after a count that is itself a number:
@@ -21,7 +22,9 @@ The convention (written, formal Mandarin; the one a cheque or a contract uses):
 
 Vocabularies are character level with ``<pad>`` (id 0), ``<start>`` (1) and ``<end>`` (2)
 first. A source is the digits followed by ``<end>``; a target is fed to the decoder as
-``<start> y_1 ... y_n`` and predicted as ``y_1 ... y_n <end>``.
+``<start> y_1 ... y_n`` and predicted as ``y_1 ... y_n <end>``. Two options change how the
+sequences are presented (never what is asked): ``reverse`` reads both sides from the least
+significant end, and ``grouped`` puts a comma between the source's groups of four digits.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ class CharVocab:
         return "".join(out)
 
 
-SRC_VOCAB = CharVocab("0123456789")
+SRC_VOCAB = CharVocab("0123456789,")
 TGT_VOCAB = CharVocab(DIGITS + "十百千万亿")
 
 
@@ -174,10 +177,31 @@ class Batch:
         return np.arange(self.tgt_out.shape[0])[:, None] < self.tgt_lengths[None, :]
 
 
-def encode_sources(numbers: Sequence[int]) -> tuple[Array, Array]:
-    """Numbers -> ``(src (S, B), src_lengths (B,))``: the digits, then ``<end>``."""
-    rows = [[*SRC_VOCAB.encode(str(int(n))), END_ID] for n in numbers]
+def source_text(n: int, reverse: bool = False, grouped: bool = False) -> str:
+    """The source string of ``n``: its digits, with ``grouped`` a comma between groups of four
+    from the right (``12345678 -> "1234,5678"``, the grouping that 万 and 亿 follow), and
+    with ``reverse`` read from the least significant end (``"8765,4321"``)."""
+    text = str(int(n))
+    if grouped:
+        head = len(text) % 4 or 4
+        text = ",".join([text[:head]] + [text[i:i + 4] for i in range(head, len(text), 4)])
+    return _order(text, reverse)
+
+
+def encode_sources(numbers: Sequence[int], reverse: bool = False, grouped: bool = False
+                   ) -> tuple[Array, Array]:
+    """Numbers -> ``(src (S, B), src_lengths (B,))``: :func:`source_text`, then ``<end>``."""
+    rows = [[*SRC_VOCAB.encode(source_text(n, reverse, grouped)), END_ID] for n in numbers]
     return _pad(rows)
+
+
+def _order(text: str, reverse: bool) -> str:
+    return text[::-1] if reverse else text
+
+
+def decode_target(ids: Iterable[int], reverse: bool = False) -> str:
+    """Target ids -> the Chinese numeral (read back in normal order if it was reversed)."""
+    return _order(TGT_VOCAB.decode(ids), reverse)
 
 
 def _pad(rows: list[list[int]]) -> tuple[Array, Array]:
@@ -188,11 +212,14 @@ def _pad(rows: list[list[int]]) -> tuple[Array, Array]:
     return out, lengths
 
 
-def make_batch(numbers: Sequence[int]) -> Batch:
+def make_batch(numbers: Sequence[int], reverse: bool = False, grouped: bool = False) -> Batch:
+    """The batch for ``numbers``. ``reverse``: both sides read from the least significant end
+    (``1024 -> "4201"`` and ``"四十二零千一"``), so that the group units come at the same
+    distance from the start of every sequence, whatever its length."""
     if not len(numbers):
         raise ValueError("make_batch needs at least one number")
-    src, src_lengths = encode_sources(numbers)
-    targets = [TGT_VOCAB.encode(to_chinese(n)) for n in numbers]
+    src, src_lengths = encode_sources(numbers, reverse, grouped)
+    targets = [TGT_VOCAB.encode(_order(to_chinese(n), reverse)) for n in numbers]
     tgt_in, tgt_lengths = _pad([[START_ID, *t] for t in targets])
     tgt_out, _ = _pad([[*t, END_ID] for t in targets])
     return Batch(list(numbers), src, src_lengths, tgt_in, tgt_out, tgt_lengths)
