@@ -115,7 +115,7 @@ def main() -> None:
           f"numpy {env['numpy']} | {args.rounds} rounds, ~{args.block}s blocks, "
           f"{args.pause}s pauses; medians; ratio = rnnkit/torch throughput (> 1: rnnkit faster)")
     header = ["cell", "mode", "H", "B", "T", "rnnkit tok/s", "torch tok/s", "ratio", "max diff"]
-    table = hx.Table(header)
+    table = hx.Table(header, width=5)
     rows: list[dict] = []
     for cell, H, B, T in itertools.product(args.cells, args.hidden, args.batch, args.steps):
         for r in bench(cell, H, B, T, args):

@@ -234,7 +234,6 @@ class Stepper:
                 gx = h[layer - 1] @ p.w_x.T                       # (B, G*H)
                 if p.bias is not None:
                     gx += p.bias
-            stash.hprev[0] = h[layer]
             self.kind.step(stash, 0, B, gx, h[layer], None if c is None else c[layer], p, ws)
         logits = h[L - 1] @ self.dec_wT
         if self.dec_b is not None:

@@ -109,7 +109,8 @@ def direction_forward(
             continue
         slot = t if keep else 0
         hn = h[:n]
-        stash.hprev[slot, :n] = hn
+        if keep:                                     # only backward reads h_{t-1}
+            stash.hprev[slot, :n] = hn
         kind.step(stash, slot, n, gx[t, :n], hn, None if c is None else c[:n], p, ws)
         out[t, :n] = hn
     cache = DirectionCache(x, stash, batch_sizes, p) if keep else None
