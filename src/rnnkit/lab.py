@@ -1,0 +1,104 @@
+"""Experiments that show why GRU and LSTM exist (the chapter's section 4.1.2.8).
+
+``gradient_norms``: run one long sequence through a single-step cell, take a loss on the LAST
+step only, and walk BPTT back by hand with the cell's own backward, recording ||dL/dh_t|| for
+every t. A tanh RNN's norms shrink geometrically with the distance from the loss (vanishing);
+scale its recurrent weights up and they grow instead (exploding), which clipping the
+per-step gradient norm caps; a GRU's or LSTM's gated paths keep them far larger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .recurrent import GRUCell, LSTMCell, RNNCell
+
+Array = np.ndarray
+CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+
+
+@dataclass
+class GradientNorms:
+    cell: str
+    norms: Array            # (T,) ||dL/dh_t||, t = 0 .. T-1 (the loss sits on step T-1)
+
+
+def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: int = 8, *,
+                   recurrent_scale: float = 1.0, clip: float | None = None,
+                   gate_bias: float = 0.0, seed: int = 0) -> GradientNorms:
+    """||dL/dh_t|| for t = 0..T-1 with L = w . h_{T-1} (a random unit w).
+
+    ``recurrent_scale`` multiplies the recurrent weights (``weight_hh``) after the usual
+    initialisation; ``clip`` rescales dL/dh_t to at most that norm at each step of the walk
+    back (what per-step gradient clipping does to the chain). ``gate_bias`` is added to the
+    bias of the gate that keeps the old state: the LSTM's forget gate f and the GRU's update
+    gate z (the usual "remember by default" initialisation, Gers et al. 2000); the tanh RNN
+    has no such gate.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}; got {cell!r}")
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise ValueError(f"T must be an int >= 2; got {T!r}")
+    rng = np.random.default_rng(seed)
+    m: Any = CELLS[cell](input_size, hidden_size, dtype=np.float64, rng=rng)
+    m.weight_hh[...] *= recurrent_scale
+    H = hidden_size
+    if cell == "lstm":
+        m.bias_ih[H: 2 * H] += gate_bias          # f (gate order i, f, g, o)
+    elif cell == "gru":
+        m.bias_ih[H: 2 * H] += gate_bias          # z (gate order r, z, n)
+    x = rng.standard_normal((T, 1, input_size))
+    state: Any = None
+    caches = []
+    for t in range(T):
+        state, cache = m.forward(x[t], state)
+        caches.append(cache)
+    w = rng.standard_normal(hidden_size)
+    w /= np.linalg.norm(w)
+    norms = np.empty(T)
+    dh = w[None, :].copy()                                   # dL/dh_{T-1}
+    dc = np.zeros_like(dh) if cell == "lstm" else None
+    for t in reversed(range(T)):
+        n = float(np.linalg.norm(dh))
+        if clip is not None and n > clip:
+            dh *= clip / n
+            n = clip
+        norms[t] = n
+        _, dprev = m.backward((dh, dc) if dc is not None else dh, caches[t])
+        if dc is not None:
+            dh, dc = dprev
+        else:
+            dh = dprev
+    return GradientNorms(cell, norms)
+
+
+def gradients_table(results: list[GradientNorms], every: int = 25) -> str:
+    """Distance from the loss (T-1-t) down the rows, one column per result."""
+    T = len(results[0].norms)
+    head = "distance " + "".join(f"{r.cell:>12}" for r in results)
+    rows = [head]
+    for d in list(range(0, T, every)) + ([T - 1] if (T - 1) % every else []):
+        rows.append(f"{d:>8} " + "".join(f"{r.norms[T - 1 - d]:>12.3e}" for r in results))
+    return "\n".join(rows)
+
+
+def plot_gradients(results: list[tuple[str, GradientNorms]], png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, r in results:
+        T = len(r.norms)
+        ax.semilogy(np.arange(T)[::-1], r.norms, label=label)
+    ax.set_xlabel("distance from the loss (steps back in time)")
+    ax.set_ylabel("||dL/dh_t||")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
