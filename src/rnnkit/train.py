@@ -403,6 +403,7 @@ class Trainer:
         self.skipped = 0
         self.bad_streak = 0
         self.carry: State | None = None
+        self._last_saved = 0
         self.ckpt = checkpoint.CheckpointManager(self.out)
         if saved:
             self._restore(*saved)
@@ -589,11 +590,11 @@ class Trainer:
             except TrainingError:
                 bar.close()
                 raise
-        if stopped_by != "interrupted" or self.step != self._last_saved:
-            if self.step % cfg.eval_interval != 0 and stopped_by != "interrupted":
-                val = self._evaluate(bar, window)
+        if self.step != self._last_saved:            # steps since the last checkpoint
+            if stopped_by == "interrupted":
+                self.save()                           # save at once, no evaluation
             else:
-                self.save()
+                val = self._evaluate(bar, window)     # evaluates, samples and saves
         bar.close()
         if stopped_by == "interrupted":
             print(f"interrupted: saved step {self.step} to {self.out / 'last.safetensors'}; "
