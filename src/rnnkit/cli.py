@@ -321,29 +321,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_lab_gradients(args: argparse.Namespace) -> int:
-    """||dL/dh_t|| over t for RNN, GRU and LSTM: vanishing and exploding made visible."""
-    from .lab import gradient_norms, gradients_table, plot_gradients
-
-    kw = {"T": args.T, "hidden_size": args.hidden_size, "seed": args.seed}
-    runs = [(c, gradient_norms(c, gate_bias=args.gate_bias, **kw)) for c in ("rnn", "gru", "lstm")]
-    print(f"||dL/dh_t|| for a loss on the last of T={args.T} steps (H={args.hidden_size}; GRU and "
-          f"LSTM with +{args.gate_bias:g} on the update/forget gate bias):")
-    print(gradients_table([r for _, r in runs], every=max(1, args.T // 6)))
-    big = []
-    for label, clip in ((f"rnn x{args.scale:g}", None), ("rnn+clip", 1.0)):
-        r = gradient_norms("rnn", recurrent_scale=args.scale, clip=clip, **kw)
-        r.cell = label
-        big.append((label, r))
-    print(f"\nexploding: tanh RNN with its recurrent weights scaled by {args.scale:g}, without and "
-          "with per-step clipping of the gradient norm to 1:")
-    print(gradients_table([r for _, r in big], every=max(1, args.T // 6)))
-    try:
-        plot_gradients(runs + big, args.png)
-        print(f"\nplot: {args.png}")
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
-    return 0
+# the modules of rnnkit.lab that add ``rnnkit lab ...`` commands (each has add_commands(sub))
+LAB_EXPERIMENTS = ("gradients",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,16 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="experiments: why GRU and LSTM exist")
     labsub = lab.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser,
                                 required=True)
-    g = labsub.add_parser("gradients", help="||dL/dh_t|| over time for RNN, GRU, LSTM")
-    g.add_argument("--T", type=_positive_int, default=150, help="sequence length")
-    g.add_argument("--hidden-size", type=_positive_int, default=64, help="hidden units")
-    g.add_argument("--gate-bias", type=_float(0), default=3.0,
-                   help="added to the LSTM forget / GRU update gate bias (remember by default)")
-    g.add_argument("--scale", type=_float(0, lo_open=True), default=4.0,
-                   help="recurrent weight scale of the exploding experiment")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
-    g.add_argument("--png", default="lab_gradients.png", help="where to write the plot")
-    g.set_defaults(func=cmd_lab_gradients)
+    import importlib
+
+    for name in LAB_EXPERIMENTS:
+        importlib.import_module(f"rnnkit.lab.{name}").add_commands(labsub)
 
     c = sub.add_parser("check", help="gradient-check every layer and cell (float64)")
     c.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")

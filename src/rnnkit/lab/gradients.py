@@ -1,4 +1,4 @@
-"""Experiments that show why GRU and LSTM exist (the chapter's section 4.1.2.8).
+"""Vanishing and exploding gradients made visible.
 
 ``gradient_norms``: run one long sequence through a single-step cell, take a loss on the LAST
 step only, and walk BPTT back by hand with the cell's own backward, recording ||dL/dh_t|| for
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .recurrent import GRUCell, LSTMCell, RNNCell
+from ..recurrent import GRUCell, LSTMCell, RNNCell
 
 Array = np.ndarray
 CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
@@ -102,3 +102,44 @@ def plot_gradients(results: list[tuple[str, GradientNorms]], png: str) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+# ---- rnnkit lab gradients ----------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    from ..cli import _float, _positive_int
+
+    g = sub.add_parser("gradients", help="||dL/dh_t|| over time for RNN, GRU, LSTM")
+    g.add_argument("--T", type=_positive_int, default=150, help="sequence length")
+    g.add_argument("--hidden-size", type=_positive_int, default=64, help="hidden units")
+    g.add_argument("--gate-bias", type=_float(0), default=3.0,
+                   help="added to the LSTM forget / GRU update gate bias (remember by default)")
+    g.add_argument("--scale", type=_float(0, lo_open=True), default=4.0,
+                   help="recurrent weight scale of the exploding experiment")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    g.add_argument("--png", default="lab_gradients.png", help="where to write the plot")
+    g.set_defaults(func=cmd_lab_gradients)
+
+
+def cmd_lab_gradients(args: Any) -> int:
+    """||dL/dh_t|| over t for RNN, GRU and LSTM: vanishing and exploding made visible."""
+    kw = {"T": args.T, "hidden_size": args.hidden_size, "seed": args.seed}
+    runs = [(c, gradient_norms(c, gate_bias=args.gate_bias, **kw)) for c in ("rnn", "gru", "lstm")]
+    print(f"||dL/dh_t|| for a loss on the last of T={args.T} steps (H={args.hidden_size}; GRU and "
+          f"LSTM with +{args.gate_bias:g} on the update/forget gate bias):")
+    print(gradients_table([r for _, r in runs], every=max(1, args.T // 6)))
+    big = []
+    for label, clip in ((f"rnn x{args.scale:g}", None), ("rnn+clip", 1.0)):
+        r = gradient_norms("rnn", recurrent_scale=args.scale, clip=clip, **kw)
+        r.cell = label
+        big.append((label, r))
+    print(f"\nexploding: tanh RNN with its recurrent weights scaled by {args.scale:g}, without and "
+          "with per-step clipping of the gradient norm to 1:")
+    print(gradients_table([r for _, r in big], every=max(1, args.T // 6)))
+    try:
+        plot_gradients(runs + big, args.png)
+        print(f"\nplot: {args.png}")
+    except ImportError:
+        print("(matplotlib is not installed: no plot)")
+    return 0

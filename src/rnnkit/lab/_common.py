@@ -1,0 +1,108 @@
+"""What the lab's training experiments share: equal parameter budgets, curves and their plot."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CELL_NAMES = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def cell_parameters(cell: str, input_size: int, hidden_size: int, output_size: int = 0) -> int:
+    """Parameters of one recurrent layer (PyTorch's two biases) plus a linear head.
+
+    G (H D + H H + 2 H) + (H O + O), with G = 1, 3, 4 gate blocks for RNN, GRU, LSTM.
+    """
+    G, H = GATES[cell], hidden_size
+    return G * (H * input_size + H * H + 2 * H) + (H * output_size + output_size
+                                                   if output_size else 0)
+
+
+def hidden_for_budget(cell: str, input_size: int, output_size: int, budget: int) -> int:
+    """The largest hidden size H whose layer + head stays within ``budget`` parameters.
+
+    Comparing cells at equal H flatters the LSTM (4x the weights of a tanh RNN); at equal
+    parameters the tanh RNN gets about twice the hidden units, so what is left between them is
+    the cell's structure, not its size.
+    """
+    if cell not in GATES:
+        raise ValueError(f"cell must be one of {CELL_NAMES}; got {cell!r}")
+    G, D, O = GATES[cell], input_size, output_size
+    # G H^2 + (G (D + 2) + O) H + O - budget = 0
+    b = G * (D + 2) + O
+    H = int((-b + math.sqrt(b * b + 4 * G * max(budget - O, 0))) / (2 * G))
+    while H > 1 and cell_parameters(cell, D, H, O) > budget:
+        H -= 1
+    while cell_parameters(cell, D, H + 1, O) <= budget:
+        H += 1
+    return max(H, 1)
+
+
+@dataclass
+class Curve:
+    """One model's training curve: (step, loss) pairs, plus what it ended with."""
+
+    label: str
+    hidden_size: int
+    parameters: int
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+    def best(self) -> float:
+        return min(self.losses) if self.losses else math.nan
+
+
+def ema(values: list[float], beta: float = 0.9) -> list[float]:
+    """Exponential moving average, bias-corrected (what a smoothed curve shows)."""
+    out, m = [], 0.0
+    for i, v in enumerate(values, 1):
+        m = beta * m + (1 - beta) * v
+        out.append(m / (1 - beta ** i))
+    return out
+
+
+def plot_curves(curves: list[Curve], png: str, *, title: str, ylabel: str,
+                baseline: float | None = None, baseline_label: str = "baseline",
+                logy: bool = True) -> None:
+    """Loss against training step, one line per cell, the no-memory baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c in curves:
+        ax.plot(c.steps, c.losses, label=f"{c.label} (H={c.hidden_size}, {c.parameters:,} p)")
+    if baseline is not None:
+        ax.axhline(baseline, color="k", ls="--", lw=1, label=f"{baseline_label} {baseline:.3g}")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def check_cells(cells: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    bad = [c for c in cells if c not in GATES]
+    if bad or not cells:
+        raise ValueError(f"cells must be a non-empty list drawn from {CELL_NAMES}; got "
+                         f"{list(cells)!r}")
+    return tuple(cells)
+
+
+def fmt(x: float) -> str:
+    return "nan" if not np.isfinite(x) else (f"{x:.4f}" if x >= 1e-3 else f"{x:.2e}")
