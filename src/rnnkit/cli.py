@@ -322,7 +322,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # the modules of rnnkit.lab that add ``rnnkit lab ...`` commands (each has add_commands(sub))
-LAB_EXPERIMENTS = ("gradients",)
+LAB_EXPERIMENTS = ("gradients", "memory", "agreement", "neurons")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,9 @@
+"""(being written)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    """Adds nothing yet."""
