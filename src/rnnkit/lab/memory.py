@@ -1,9 +1,307 @@
-"""(being written)"""
+"""The long-range memory tasks of the literature: the adding problem and the copy task.
+
+Both ask a network to carry something across T time steps, with nothing in between that helps;
+a model that cannot carry it is stuck at a known no-memory baseline. Every cell gets the same
+parameter budget (:func:`~rnnkit.lab._common.hidden_for_budget`), so a tanh RNN has about twice
+the hidden units of an LSTM and what separates them is the cell, not its size.
+
+**Adding problem** (Hochreiter & Schmidhuber 1997, in the form of Le et al. 2015 and Arjovsky
+et al. 2016). Each step t carries two numbers: a value ``v_t ~ U[0, 1]`` and a marker ``m_t``.
+Exactly two markers are 1, one at a uniform step of the first half and one of the second half;
+the target is the sum of the two marked values, read off the last state (many-to-one
+regression, mean squared error). Predicting the mean, 1, whatever the input scores
+``Var(v_a + v_b) = 2/12 = 1/6 ≈ 0.167``; that is the bar to get under.
+
+**Copy task** (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016). Symbols 1..8, blank 0,
+delimiter 9. The input is 10 random symbols, T-1 blanks, the delimiter, then 10 blanks
+(T + 20 steps, fed one-hot as in the chapter); the output is blank for T + 10 steps, then the
+10 symbols. Loss: cross-entropy averaged over all T + 20 steps. The best model without memory
+outputs blanks and then a uniform guess among 8 symbols: ``10 ln 8 / (T + 20)`` (0.173 for
+T = 100).
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from ..classify import SequenceClassifier, SequenceTagger
+from ..module import check_rng
+from ..optim import Adam, clip_grad_norm_
+from ._common import CELL_NAMES, Curve, check_cells, fmt, hidden_for_budget, plot_curves
+
+Array = np.ndarray
+
+COPY_SYMBOLS = 8           # symbols 1..8
+COPY_LENGTH = 10           # symbols to remember
+BLANK, DELIMITER = 0, 9
+COPY_VOCAB = 10            # input alphabet: blank, 8 symbols, delimiter
+COPY_CLASSES = 9           # output alphabet: blank and the 8 symbols
+
+
+# ------------------------------------------------------------------------------------------------
+# the data
+# ------------------------------------------------------------------------------------------------
+
+
+def adding_batch(rng: np.random.Generator, batch_size: int, T: int,
+                 dtype: Any = np.float32) -> tuple[Array, Array]:
+    """``x (T, B, 2)`` (value, marker) and the target ``y (B,)`` = the sum of the two marked
+    values; one marker in steps [0, T//2), the other in [T//2, T)."""
+    if T < 2:
+        raise ValueError(f"the adding problem needs T >= 2 (one marker in each half); got {T}")
+    B = batch_size
+    x = np.zeros((T, B, 2), dtype=dtype)
+    x[:, :, 0] = rng.random((T, B))
+    half = T // 2
+    a = rng.integers(0, half, size=B)
+    b = rng.integers(half, T, size=B)
+    cols = np.arange(B)
+    x[a, cols, 1] = 1
+    x[b, cols, 1] = 1
+    y = (x[a, cols, 0] + x[b, cols, 0]).astype(dtype)
+    return x, y
+
+
+def adding_baseline() -> float:
+    """MSE of always predicting 1 (the mean of the sum): Var(U + U) = 1/6."""
+    return 1 / 6
+
+
+def copy_batch(rng: np.random.Generator, batch_size: int, T: int,
+               dtype: Any = np.float32) -> tuple[Array, Array]:
+    """One-hot inputs ``x (T + 20, B, 10)`` and targets ``y (T + 20, B)`` (class ids 0..8)."""
+    if T < 1:
+        raise ValueError(f"the copy task needs T >= 1 (T - 1 blanks, then the delimiter); got {T}")
+    B, n = batch_size, COPY_LENGTH
+    L = T + 2 * n
+    sym = rng.integers(1, COPY_SYMBOLS + 1, size=(n, B))
+    ids = np.full((L, B), BLANK, dtype=np.int64)
+    ids[:n] = sym
+    ids[n + T - 1] = DELIMITER
+    y = np.full((L, B), BLANK, dtype=np.int64)
+    y[L - n:] = sym
+    x = np.zeros((L, B, COPY_VOCAB), dtype=dtype)
+    np.put_along_axis(x, ids[:, :, None], 1, axis=2)
+    return x, y
+
+
+def copy_baseline(T: int) -> float:
+    """Cross-entropy per step of the best memoryless model: 10 ln 8 / (T + 20)."""
+    return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryResult:
+    task: str
+    T: int
+    baseline: float
+    curves: list[Curve]
+
+
+def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: int, lr: float,
+           clip: float, eval_every: int, eval_size: int, forget_bias: float,
+           rng: np.random.Generator, progress: Callable[[str], None] | None) -> Curve:
+    if task == "adding":
+        D, O = 2, 1
+    else:
+        D, O = COPY_VOCAB, COPY_CLASSES
+    H = hidden_for_budget(cell, D, O, budget)
+    seed = int(rng.integers(2**31))
+    model: SequenceClassifier | SequenceTagger
+    if task == "adding":
+        model = SequenceClassifier(1, input_size=D, hidden_size=H, cell=cell, pooling="last",
+                                   rng=seed)
+    else:
+        model = SequenceTagger(O, input_size=D, hidden_size=H, cell=cell, bidirectional=False,
+                               rng=seed)
+    H_ = H
+    if forget_bias and cell in ("lstm", "gru"):
+        # the gate that keeps the old state: LSTM f (order i, f, g, o); GRU z (order r, z, n)
+        model.rnn.bias_ih_l0[H_: 2 * H_] += forget_bias
+    opt = Adam(model, lr=lr)
+    data = np.random.default_rng(seed + 1)
+    held = np.random.default_rng(seed + 2)           # a fixed held-out set, the same each time
+    batch = adding_batch if task == "adding" else copy_batch
+    x_eval, y_eval = batch(held, eval_size, T)
+    curve = Curve(cell, H, model.num_parameters())
+    t0 = time.perf_counter()
+
+    def evaluate() -> float:
+        model.eval()
+        out = model(x_eval)
+        model.train()
+        if task == "adding":
+            return float(np.mean((out[:, 0].astype(np.float64) - y_eval) ** 2))
+        loss, _ = model.loss(out, y_eval)
+        return float(loss)
+
+    curve.steps.append(0)
+    curve.losses.append(evaluate())
+    for step in range(1, steps + 1):
+        x, y = batch(data, batch_size, T)
+        opt.zero_grad()
+        if task == "adding":
+            out, cache = model.forward(x)
+            err = out[:, 0] - y
+            dout = (2 / batch_size) * err[:, None]
+            model.backward(dout.astype(out.dtype), cache)             # type: ignore[arg-type]
+        else:
+            out, cache = model.forward(x)
+            _, dout = model.loss(out, y)
+            model.backward(dout, cache)                                # type: ignore[arg-type]
+        clip_grad_norm_(model, clip)
+        opt.step()
+        if step % eval_every == 0 or step == steps:
+            curve.steps.append(step)
+            curve.losses.append(evaluate())
+            if progress is not None:
+                progress(f"  {cell:<4} step {step:>5}  held-out {fmt(curve.losses[-1])}  "
+                         f"{time.perf_counter() - t0:5.0f} s")
+    curve.seconds = time.perf_counter() - t0
+    if task == "copy":
+        model.eval()
+        pred = model.predict(x_eval)
+        n = COPY_LENGTH
+        curve.extra["symbol_accuracy"] = float(np.mean(pred[-n:] == y_eval[-n:]))
+    return curve
+
+
+def run_memory_task(task: str, T: int = 100, *, cells: tuple[str, ...] | list[str] = CELL_NAMES,
+                    budget: int | None = None, steps: int | None = None, batch_size: int = 64,
+                    lr: float = 3e-3, clip: float = 1.0, eval_every: int = 100,
+                    eval_size: int = 500, forget_bias: float = 1.0, seed: int = 0,
+                    progress: Callable[[str], None] | None = None) -> MemoryResult:
+    """Train each cell on ``task`` ("adding" or "copy") with one parameter budget.
+
+    Each cell gets its own weights and data stream from ``seed`` (the same seed gives the same
+    curves); every ``eval_every`` steps the loss on one fixed held-out batch of ``eval_size``
+    sequences is recorded. ``forget_bias`` is added to the bias of the gate that keeps the old
+    state (LSTM forget gate, GRU update gate) -- the usual remember-by-default start.
+    """
+    if task not in ("adding", "copy"):
+        raise ValueError(f"task must be 'adding' or 'copy'; got {task!r}")
+    cells = check_cells(tuple(cells))
+    for name, v, low in (("T", T, 1 if task == "copy" else 2), ("batch_size", batch_size, 1),
+                         ("eval_every", eval_every, 1), ("eval_size", eval_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+    if budget is None:
+        budget = 17_500 if task == "adding" else 20_000
+    if steps is None:
+        steps = 3000
+    if budget < 1 or steps < 1:
+        raise ValueError(f"budget and steps must be >= 1; got {budget}, {steps}")
+    rng = check_rng(seed)
+    curves = [_train(task, c, T, budget, steps, batch_size, lr, clip, eval_every, eval_size,
+                     forget_bias, rng, progress) for c in cells]
+    base = adding_baseline() if task == "adding" else copy_baseline(T)
+    return MemoryResult(task, T, base, curves)
+
+
+def memory_table(result: MemoryResult, rows: int = 8) -> str:
+    """Held-out loss at a few steps (rows) for each cell (columns), then final and best."""
+    curves = result.curves
+    steps = curves[0].steps
+    pick = sorted({steps[round(i * (len(steps) - 1) / max(rows - 1, 1))] for i in range(rows)})
+    head = f"{'step':>7} " + "".join(f"{c.label:>11}" for c in curves)
+    out = [head]
+    for s in pick:
+        i = steps.index(s)
+        out.append(f"{s:>7} " + "".join(f"{fmt(c.losses[i]):>11}" for c in curves))
+    out.append(f"{'best':>7} " + "".join(f"{fmt(c.best()):>11}" for c in curves))
+    if result.task == "copy":
+        out.append(f"{'acc':>7} " + "".join(f"{c.extra['symbol_accuracy']:>11.3f}"
+                                             for c in curves))
+    out.append(f"{'params':>7} " + "".join(f"{c.parameters:>11,}" for c in curves))
+    out.append(f"{'H':>7} " + "".join(f"{c.hidden_size:>11}" for c in curves))
+    out.append(f"{'seconds':>7} " + "".join(f"{c.seconds:>11.0f}" for c in curves))
+    return "\n".join(out)
+
+
+# ---- rnnkit lab adding / copy ------------------------------------------------------------------
 
 
 def add_commands(sub: Any) -> None:
-    """Adds nothing yet."""
+    from ..cli import _float, _int_at_least, _positive_int
+
+    for task in ("adding", "copy"):
+        what = ("the adding problem: the sum of two marked numbers among T" if task == "adding"
+                else "the copy task: recall 10 symbols after T blanks")
+        p = sub.add_parser(task, help=what)
+        p.add_argument("--T", type=_int_at_least(2 if task == "adding" else 1,
+                                                 "an integer >= 2" if task == "adding"
+                                                 else "a positive integer"),
+                       default=100, help="time steps to remember across")
+        p.add_argument("--cells", nargs="+", choices=CELL_NAMES, default=list(CELL_NAMES),
+                       help="which cells to train")
+        p.add_argument("--steps", type=_positive_int, default=3000, help="training steps")
+        p.add_argument("--budget", type=_int_at_least(10, "an integer >= 10"),
+                       default=17_500 if task == "adding" else 20_000,
+                       help="parameters per model (sets each cell's hidden size)")
+        p.add_argument("--batch", type=_positive_int, default=64, help="sequences per step")
+        p.add_argument("--lr", type=_float(0, lo_open=True), default=3e-3,
+                       help="Adam learning rate")
+        p.add_argument("--clip", type=_float(0, lo_open=True), default=1.0,
+                       help="gradient norm clipping")
+        p.add_argument("--forget-bias", type=_float(), default=1.0,
+                       help="added to the LSTM forget / GRU update gate bias")
+        p.add_argument("--eval-every", type=_positive_int, default=100,
+                       help="steps between held-out evaluations")
+        p.add_argument("--seed", type=int, default=0, help="seed of weights and data")
+        p.add_argument("--png", default=f"lab_{task}.png", help="where to write the curves")
+        p.set_defaults(func=cmd_lab_memory, task=task)
+
+
+def cmd_lab_memory(args: Any) -> int:
+    from ..cli import CLIError
+
+    png_dir = __import__("pathlib").Path(args.png).resolve().parent
+    if not png_dir.is_dir():
+        raise CLIError(f"--png {args.png}: directory {png_dir} does not exist")
+    task = args.task
+    base = adding_baseline() if task == "adding" else copy_baseline(args.T)
+    what = ("adding problem (MSE; predicting 1 scores 1/6 = 0.167)" if task == "adding" else
+            f"copy task (cross-entropy per step; the memoryless baseline is 10 ln 8 / (T+20) = "
+            f"{base:.4f})")
+    print(f"{what}, T={args.T}: {args.steps} steps of batch {args.batch}, Adam lr {args.lr:g}, "
+          f"clip {args.clip:g}, budget {args.budget:,} parameters per model")
+    res = run_memory_task(task, args.T, cells=args.cells, budget=args.budget, steps=args.steps,
+                          batch_size=args.batch, lr=args.lr, clip=args.clip,
+                          eval_every=args.eval_every, forget_bias=args.forget_bias,
+                          seed=args.seed, progress=lambda s: print(s, flush=True))
+    print(f"\nheld-out {'MSE' if task == 'adding' else 'cross-entropy'} "
+          f"(baseline {base:.4f}):")
+    print(memory_table(res))
+    for c in res.curves:
+        verdict = "below" if c.final < 0.5 * base else "near or above"
+        print(f"{c.label}: final {fmt(c.final)}, {verdict} the baseline")
+    try:
+        plot_curves(res.curves, args.png, title=f"{task} problem, T={args.T}, equal parameters",
+                    ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
+                    baseline=base, baseline_label="no-memory baseline")
+        print(f"plot: {args.png}")
+    except ImportError:
+        print("(matplotlib is not installed: no plot)")
+    return 0
+
+
+__all__ = [
+    "MemoryResult",
+    "adding_baseline",
+    "adding_batch",
+    "copy_baseline",
+    "copy_batch",
+    "memory_table",
+    "run_memory_task",
+]

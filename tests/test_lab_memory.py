@@ -1,0 +1,133 @@
+"""The lab's long-range memory tasks: data, baselines, equal budgets, training and the command."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit.classify import SequenceClassifier, SequenceTagger
+from rnnkit.cli import main
+from rnnkit.lab._common import cell_parameters, hidden_for_budget
+from rnnkit.lab.memory import (
+    BLANK,
+    COPY_LENGTH,
+    DELIMITER,
+    adding_baseline,
+    adding_batch,
+    copy_baseline,
+    copy_batch,
+    memory_table,
+    run_memory_task,
+)
+
+
+def test_adding_batch_marks_one_value_in_each_half_and_sums_them():
+    rng = np.random.default_rng(0)
+    T, B = 30, 200
+    x, y = adding_batch(rng, B, T)
+    assert x.shape == (T, B, 2) and y.shape == (B,)
+    marks = x[:, :, 1]
+    assert np.all(marks.sum(axis=0) == 2)
+    assert np.all(marks[: T // 2].sum(axis=0) == 1) and np.all(marks[T // 2:].sum(axis=0) == 1)
+    np.testing.assert_allclose(y, (x[:, :, 0] * marks).sum(axis=0), rtol=1e-6)
+    assert np.all((x[:, :, 0] >= 0) & (x[:, :, 0] < 1))
+
+
+def test_adding_baseline_is_the_mse_of_predicting_one():
+    _, y = adding_batch(np.random.default_rng(1), 200_000, 4, dtype=np.float64)
+    assert np.mean((y - 1) ** 2) == pytest.approx(adding_baseline(), rel=0.02)
+    assert adding_baseline() == pytest.approx(0.1667, abs=1e-4)
+
+
+def test_copy_batch_layout():
+    T, B = 7, 5
+    x, y = copy_batch(np.random.default_rng(2), B, T)
+    n = COPY_LENGTH
+    assert x.shape == (T + 2 * n, B, 10) and y.shape == (T + 2 * n, B)
+    ids = x.argmax(axis=2)
+    assert np.all(x.sum(axis=2) == 1)                              # one-hot
+    assert np.all((ids[:n] >= 1) & (ids[:n] <= 8))
+    assert np.all(ids[n:n + T - 1] == BLANK) and np.all(ids[n + T - 1] == DELIMITER)
+    assert np.all(ids[n + T:] == BLANK)
+    assert np.all(y[: T + n] == BLANK)
+    np.testing.assert_array_equal(y[T + n:], ids[:n])
+
+
+def test_copy_baseline_is_what_a_memoryless_predictor_scores():
+    T = 100
+    _, y = copy_batch(np.random.default_rng(3), 64, T)
+    L = T + 2 * COPY_LENGTH
+    # blanks with certainty for T + 10 steps, then a uniform guess among the 8 symbols
+    p = np.zeros((L, 9))
+    p[: T + COPY_LENGTH, 0] = 1
+    p[T + COPY_LENGTH:, 1:] = 1 / 8
+    ce = -np.mean(np.log(p[np.arange(L)[:, None], y]))
+    assert ce == pytest.approx(copy_baseline(T), rel=1e-12)
+    assert copy_baseline(100) == pytest.approx(10 * math.log(8) / 120)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("D,O,budget", [(2, 1, 17_500), (10, 9, 20_000), (3, 4, 500)])
+def test_hidden_for_budget_is_the_largest_hidden_size_within_the_budget(cell, D, O, budget):
+    H = hidden_for_budget(cell, D, O, budget)
+    assert cell_parameters(cell, D, H, O) <= budget < cell_parameters(cell, D, H + 1, O)
+    m = SequenceClassifier(O, input_size=D, hidden_size=H, cell=cell)
+    assert m.num_parameters() == cell_parameters(cell, D, H, O)
+
+
+def test_equal_budget_gives_the_tanh_rnn_about_twice_the_lstm_units():
+    h = {c: hidden_for_budget(c, 2, 1, 17_500) for c in ("rnn", "gru", "lstm")}
+    assert h["lstm"] == 64 and 1.8 < h["rnn"] / h["lstm"] < 2.2 and h["lstm"] < h["gru"] < h["rnn"]
+
+
+def test_a_short_adding_problem_is_learned_below_the_baseline():
+    res = run_memory_task("adding", 8, cells=["lstm"], budget=2_000, steps=300, eval_every=100,
+                          eval_size=200, seed=0)
+    c = res.curves[0]
+    assert c.steps == [0, 100, 200, 300]
+    assert c.final < 0.3 * adding_baseline()
+    assert "lstm" in memory_table(res)
+
+
+def test_same_seed_same_curve():
+    kw = dict(cells=["rnn"], budget=300, steps=20, eval_every=10, eval_size=20, seed=5)
+    a = run_memory_task("copy", 3, **kw)
+    b = run_memory_task("copy", 3, **kw)
+    assert a.curves[0].losses == b.curves[0].losses
+    assert "acc" in memory_table(a)
+
+
+def test_copy_model_is_a_unidirectional_tagger():
+    # the copy task must not read the future: the output at step t sees inputs up to t only
+    H = hidden_for_budget("gru", 10, 9, 2_000)
+    m = SequenceTagger(9, input_size=10, hidden_size=H, cell="gru", bidirectional=False)
+    assert m.num_parameters() <= 2_000
+
+
+@pytest.mark.parametrize("bad", [dict(task="sum"), dict(cells=["tree"]), dict(T=1),
+                                 dict(batch_size=0), dict(eval_every=0)])
+def test_bad_settings_raise(bad):
+    kw = dict(task="adding", T=10, cells=["rnn"], steps=1, budget=100)
+    kw.update(bad)
+    with pytest.raises(ValueError):
+        run_memory_task(**kw)
+
+
+@pytest.mark.parametrize("task", ["adding", "copy"])
+def test_lab_memory_command(task, tmp_path, capsys):
+    png = tmp_path / f"{task}.png"
+    assert main(["lab", task, "--T", "5", "--steps", "20", "--eval-every", "10", "--budget",
+                 "400", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "lstm" in out and "gru" in out and png.exists()
+
+
+@pytest.mark.parametrize("argv", [["--T", "1"], ["--steps", "0"], ["--cells", "tree"],
+                                  ["--lr", "-1"], ["--budget", "5"],
+                                  ["--png", "/no/such/dir/x.png"]])
+def test_lab_memory_command_rejects_bad_arguments(argv, tmp_path, capsys):
+    assert main(["lab", "adding", "--steps", "1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
