@@ -1,9 +1,633 @@
-"""(being written)"""
+"""What single hidden units of a trained language model track (Karpathy, Johnson and Fei-Fei,
+"Visualizing and Understanding Recurrent Networks", 2015), made a command.
+
+Run the model once over a text and keep every unit's value after every token: each layer's h
+and, for an LSTM, its cell state c (where Karpathy found his quote and line-length cells).
+Compute cheap features of the same text (inside quotes, inside brackets, position in the
+line, "a newline comes next", an all-caps speaker line, position in the word) and rank all
+units by the |Pearson correlation| of their value with each feature.
+
+A correlation alone says little with a thousand units to choose from, and some features are
+mostly the current character (a unit that fires on capitals fires in "ROMEO:"). So the same
+text also runs through an untrained model of the same shape: what the random network reaches
+is the bar a trained unit has to clear before it counts as learned.
+
+    enc = encode_text(vocab, text)                        # tokens, ids, reset points
+    acts = record_activations(model, enc)                 # (T, U) values of U units
+    found = top_units(acts, text_features(enc.tokens), k=3,
+                      control=record_activations(untrained, enc))
+    print(neurons_table(found))
+    html, png = render_html(acts, found), render_png(acts, found)
+"""
 
 from __future__ import annotations
 
+import html as _html
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ..models import LanguageModel
+from ..text import Vocab, tokenize
+
+Array = np.ndarray
+
+# ---------------------------------------------------------------------------------------------
+# tokens -> ids
+
+
+@dataclass
+class EncodedText:
+    """A text as the model reads it: ``tokens`` (T,) as written, ``ids`` (T,) as fed, and
+    ``resets`` (T,) True where the state restarts from zero before the token."""
+
+    tokens: list[str]
+    ids: Array
+    resets: Array
+    level: str
+    unknown: int = 0            # tokens of the text that became <unk>
+
+
+def encode_text(vocab: Vocab, text: str, start: int = 0, length: int | None = None
+                ) -> EncodedText:
+    """Tokens ``start .. start+length`` of ``text`` in ``vocab``'s level, ready for the model.
+
+    Tokens the vocabulary lacks become ``<unk>`` when it has one; otherwise a ``ValueError``
+    names them. A sentence-mode vocabulary (``<start>``, no newline token) was trained on one
+    line at a time from a zero state: each newline is fed as ``<start>`` with the state reset,
+    so every line is read as in training.
+    """
+    if not isinstance(vocab, Vocab):
+        raise TypeError(f"vocab must be a Vocab; got {type(vocab).__name__}")
+    toks = tokenize(text, vocab.level)
+    if start < 0 or start >= len(toks):
+        raise ValueError(f"start must be in [0, {len(toks)}) for this text of {len(toks)} "
+                         f"tokens; got {start}")
+    toks = toks[start:] if length is None else toks[start: start + length]
+    sentence = vocab.start_id is not None and "\n" not in vocab.stoi
+    is_nl = np.array([t == "\n" for t in toks], dtype=bool)
+    resets = is_nl.copy() if sentence else np.zeros(len(toks), dtype=bool)
+    resets[0] = True
+    plain = [t for t in toks if not (sentence and t == "\n")]
+    unknown = sorted({t for t in plain if t not in vocab.stoi})
+    if unknown and vocab.unk_id is None:
+        what = "character" if vocab.level == "char" else "token"
+        raise ValueError(f"the text has {len(unknown)} {what}(s) the model never saw: "
+                         + " ".join(repr(u) for u in unknown[:20])
+                         + (" ..." if len(unknown) > 20 else "")
+                         + ". Remove them from the text or give a text in the model's "
+                         "vocabulary (rnnkit info CKPT lists it).")
+    ids = np.empty(len(toks), dtype=np.int64)
+    if plain:
+        ids[~is_nl if sentence else slice(None)] = vocab.encode(plain)
+    if sentence:
+        assert vocab.start_id is not None
+        ids[is_nl] = vocab.start_id
+    n_unk = sum(t not in vocab.stoi for t in plain) if unknown else 0
+    return EncodedText(toks, ids, resets, vocab.level, n_unk)
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One recorded unit: ``layer`` (0 = the bottom, as in ``weight_hh_l0``), ``kind`` ("h",
+    or "c" for an LSTM's cell state) and ``index`` (0 .. H-1)."""
+
+    layer: int
+    kind: str
+    index: int
+
+    @property
+    def label(self) -> str:
+        return f"l{self.layer} {self.kind}[{self.index}]"
+
+
+@dataclass
+class Activations:
+    """``values`` (T, U): unit u's value after reading token t. Columns run layer by layer,
+    h then c within a layer, units in index order (``units[u]`` names column u)."""
+
+    tokens: list[str]
+    values: Array
+    units: list[Unit]
+    level: str
+
+    def column(self, unit: Unit) -> Array:
+        return self.values[:, self.units.index(unit)]
+
+
+def _segments(resets: Array, chunk: int) -> list[tuple[int, int]]:
+    """[a, b) pieces of at most ``chunk`` tokens, each reset point starting a new piece."""
+    T = len(resets)
+    starts = sorted(set(np.flatnonzero(resets).tolist()) | {0})
+    out = []
+    for a, end in zip(starts, [*starts[1:], T], strict=True):
+        out += [(s, min(s + chunk, end)) for s in range(a, end, chunk)]
+    return out
+
+
+def record_activations(model: LanguageModel, enc: EncodedText, chunk: int = 1024
+                       ) -> Activations:
+    """Every unit's value after every token, from the model's own recurrent forward.
+
+    The text goes through ``model.rnn.forward`` (eval mode, all layers at once) in pieces of
+    ``chunk`` tokens, the state carried from piece to piece (and restarted at
+    ``enc.resets``), so memory is bounded by the chunk, not the text. The per-layer states
+    come from the forward's cache: it keeps the state each step started from, h_{t-1} (and the
+    LSTM's c_{t-1}); shifted by one and closed with the final state, that is h_t (c_t). The
+    top layer's h is thus exactly the output the decoder reads.
+    """
+    if not isinstance(model, LanguageModel):
+        raise TypeError(f"model must be a LanguageModel; got {type(model).__name__}")
+    rnn = model.rnn
+    if rnn.num_directions != 1:
+        raise ValueError("a language model reads left to right; this one is bidirectional")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int; got {chunk!r}")
+    L, H, T = rnn.num_layers, rnn.hidden_size, len(enc.ids)
+    kinds = ("h", "c") if rnn.math.has_cell else ("h",)
+    out = np.empty((T, L, len(kinds), H), np.float32)
+    was = model.training
+    model.eval()
+    try:
+        state: Any = None
+        for a, b in _segments(enc.resets, chunk):
+            if enc.resets[a]:
+                state = None
+            x, _ = model._input(enc.ids[a:b, None])                 # (b-a, 1) ids -> input
+            _, state, cache = rnn.forward(x, state)
+            hn, cn = state if isinstance(state, tuple) else (state, None)
+            for layer in range(L):
+                stash = cache.layers[layer].directions[0].stash
+                out[a: b - 1, layer, 0] = stash.hprev[1:, 0]        # h_t = h_{(t+1)-1}
+                out[b - 1, layer, 0] = hn[layer, 0]
+                if cn is not None:
+                    out[a: b - 1, layer, 1] = stash.extra["cprev"][1:, 0]
+                    out[b - 1, layer, 1] = cn[layer, 0]
+    finally:
+        model.train(was)
+    units = [Unit(layer, k, i) for layer in range(L) for k in kinds for i in range(H)]
+    return Activations(enc.tokens, out.reshape(T, -1), units, enc.level)
+
+
+# ---------------------------------------------------------------------------------------------
+# features of the text
+
+
+@dataclass
+class Feature:
+    """One value per token: 0/1 for a yes/no feature (``binary``), else a count."""
+
+    name: str
+    description: str
+    values: Array               # (T,) float64
+    binary: bool
+
+    @property
+    def present(self) -> bool:
+        """False when the feature never changes over the text: no correlation exists."""
+        return bool(len(self.values) > 1 and np.ptp(self.values) > 0)
+
+    def coverage(self) -> str:
+        if not self.present:
+            return "absent"
+        v = self.values
+        return f"{v.mean():.1%}" if self.binary else f"mean {v.mean():.1f}"
+
+
+QUOTE_PAIRS = {"\u201c": "\u201d", "\u300c": "\u300d", "\u300e": "\u300f", "\u00ab": "\u00bb"}
+BRACKET_PAIRS = {"(": ")", "[": "]", "{": "}", "\uff08": "\uff09", "\u3010": "\u3011",
+                 "\u300a": "\u300b", "\u3014": "\u3015"}
+
+
+def _close(stack: list[str], closer: str) -> None:
+    """Pop down to the opener that ``closer`` matches; a closer nothing opened is ignored."""
+    if closer in stack:
+        while stack.pop() != closer:
+            pass
+
+
+def text_features(tokens: list[str]) -> list[Feature]:
+    """The features every token gets, computed in one pass over the text.
+
+    The value at token t describes the text up to and including t (the state the model has
+    after reading it): an opening quote is already inside, a closing one already outside.
+    Quotes: ``"`` toggles, curly and CJK pairs nest; brackets ``() [] {}`` and their CJK
+    forms nest; a closer that opened nothing is ignored; an unclosed quote or bracket ends
+    at a blank line (a new paragraph), so one stray mark cannot cover the rest of the text.
+    Single quotes are not quotes here: in English they are mostly apostrophes ('tis, o'er).
+    """
+    T = len(tokens)
+    quote, bracket, line_pos, nl_next, caps, word_pos = (np.zeros(T) for _ in range(6))
+    qs: list[str] = []
+    bs: list[str] = []
+    pos = run = 0
+    closers_q = set(QUOTE_PAIRS.values())
+    closers_b = set(BRACKET_PAIRS.values())
+    for t, tok in enumerate(tokens):
+        if tok == "\n":
+            if t > 0 and tokens[t - 1] == "\n":       # a blank line: a new paragraph
+                qs.clear()
+                bs.clear()
+            pos = 0
+        else:
+            pos += 1
+            for ch in tok:
+                if ch == '"':
+                    if qs and qs[-1] == '"':
+                        qs.pop()
+                    else:
+                        qs.append('"')
+                elif ch in QUOTE_PAIRS:
+                    qs.append(QUOTE_PAIRS[ch])
+                elif ch in closers_q:
+                    _close(qs, ch)
+                elif ch in BRACKET_PAIRS:
+                    bs.append(BRACKET_PAIRS[ch])
+                elif ch in closers_b:
+                    _close(bs, ch)
+        run = run + 1 if tok.isalnum() else 0
+        quote[t], bracket[t], line_pos[t], word_pos[t] = bool(qs), bool(bs), pos, run
+        nl_next[t] = t + 1 < T and tokens[t + 1] == "\n"
+    # all-caps lines: the speaker names of the Shakespeare corpus ("ROMEO:")
+    a = 0
+    while a < T:
+        b = a
+        while b < T and tokens[b] != "\n":
+            b += 1
+        line = "".join(tokens[a:b])
+        cased = [c for c in line if c.isalpha() and c.lower() != c.upper()]
+        if len(cased) >= 2 and all(c.isupper() for c in cased):
+            caps[a:b] = 1
+        a = b + 1
+    return [
+        Feature("quote", 'inside double quotes ("..." or \u201c...\u201d)', quote, True),
+        Feature("bracket", "inside brackets ( ), [ ], { }", bracket, True),
+        Feature("line_pos", "tokens since the last newline (position in the line)", line_pos,
+                False),
+        Feature("newline_next", "the next token is a newline (a line ends here)", nl_next,
+                True),
+        Feature("caps_line", "in an all-caps line (a speaker's name: ROMEO:)", caps, True),
+        Feature("word_pos", "letters/digits since the word began (0 outside words)",
+                word_pos, False),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# correlations
+
+
+def _standardize(values: Array) -> Array:
+    """Columns to mean 0 and unit RMS (float64); constant columns become 0."""
+    z = values.astype(np.float64)
+    z -= z.mean(axis=0)
+    sd = np.sqrt((z * z).mean(axis=0))
+    np.divide(z, sd, out=z, where=sd > 0)
+    z[:, sd == 0] = 0.0
+    return z
+
+
+def correlations(values: Array, feature: Array) -> Array:
+    """Pearson r of every column of ``values`` (T, U) with ``feature`` (T,): (U,) in [-1, 1].
+
+    A unit that never changes gets 0; a feature that never changes gives all NaN.
+    """
+    values, feature = np.asarray(values), np.asarray(feature, dtype=np.float64)
+    if values.ndim != 2 or feature.shape != (values.shape[0],):
+        raise ValueError(f"values must be (T, U) and feature (T,); got {values.shape} and "
+                         f"{feature.shape}")
+    return _correlate(_standardize(values), feature)
+
+
+def _correlate(z: Array, feature: Array) -> Array:
+    f = feature - feature.mean()
+    sd = np.sqrt((f * f).mean())
+    if not sd > 0:
+        return np.full(z.shape[1], np.nan)
+    return np.clip(z.T @ (f / sd) / len(f), -1.0, 1.0)
+
+
+@dataclass
+class FeatureUnits:
+    """A feature and its top units, strongest |r| first (empty when the feature is absent).
+    ``control`` is the best |r| any unit of the untrained model reached (None: no control)."""
+
+    feature: Feature
+    units: list[tuple[Unit, float]] = field(default_factory=list)
+    control: float | None = None
+
+
+def top_units(acts: Activations, features: list[Feature], k: int = 3,
+              control: Activations | None = None) -> list[FeatureUnits]:
+    """For each feature, the ``k`` units with the largest |correlation| (r signed)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int; got {k!r}")
+    z = _standardize(acts.values)
+    zc = None if control is None else _standardize(control.values)
+    found = []
+    for f in features:
+        if len(f.values) != len(acts.tokens):
+            raise ValueError(f"feature {f.name!r} has {len(f.values)} values for "
+                             f"{len(acts.tokens)} tokens")
+        if not f.present:
+            found.append(FeatureUnits(f))
+            continue
+        r = _correlate(z, f.values)
+        best = np.argsort(-np.abs(r), kind="stable")[:k]
+        ctrl = None if zc is None else float(np.abs(_correlate(zc, f.values)).max())
+        found.append(FeatureUnits(f, [(acts.units[i], float(r[i])) for i in best], ctrl))
+    return found
+
+
+def neurons_table(found: list[FeatureUnits]) -> str:
+    """One row per feature: how common it is, its top units with r, the untrained control."""
+    k = max((len(fu.units) for fu in found), default=0)
+    has_ctrl = any(fu.control is not None for fu in found)
+    head = (f"{'feature':<13} {'coverage':>10}  "
+            + f"{'top units by |r| (layer kind[index] r)':<{max(k * 18, 20)}}"
+            + ("  untrained" if has_ctrl else ""))
+    rows = [head]
+    for fu in found:
+        if not fu.units:
+            rows.append(f"{fu.feature.name:<13} {'absent':>10}  (not in this text)")
+            continue
+        cells = "".join(f"{u.label:>11} {r:+.2f} " for u, r in fu.units)
+        ctrl = f"  {fu.control:9.2f}" if fu.control is not None else ""
+        rows.append(f"{fu.feature.name:<13} {fu.feature.coverage():>10}  "
+                    f"{cells:<{max(k * 18, 20)}}{ctrl}")
+    rows.append("")
+    rows += [f"  {fu.feature.name:<13} {fu.feature.description}" for fu in found]
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+
+LEVELS = 8     # colour steps each side of zero
+
+
+def _levels(v: Array) -> Array:
+    """Values -> integers in [-LEVELS, LEVELS], scaled by the largest |value|."""
+    m = float(np.abs(v).max()) if len(v) else 0.0
+    if m == 0:
+        return np.zeros(len(v), dtype=np.int64)
+    return np.rint(v / m * LEVELS).astype(np.int64)
+
+
+def _shown(tok: str) -> str:
+    return "\u21b5" if tok == "\n" else tok
+
+
+def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnkit lab neurons"
+                ) -> str:
+    """A self-contained HTML page: for each top unit, the text coloured by its value (red
+    positive, blue negative, scaled by the unit's largest |value| in the text), positions
+    where a yes/no feature holds underlined. Every token is HTML-escaped."""
+    css = ["body{font-family:sans-serif;margin:1em 2em}",
+           "pre{white-space:pre-wrap;font-family:monospace;line-height:1.5;"
+           "border:1px solid #ccc;padding:.5em;max-height:30em;overflow:auto}",
+           ".u{text-decoration:underline}"]
+    for i in range(1, LEVELS + 1):
+        a = i / LEVELS * 0.85
+        css.append(f".p{i}{{background:rgba(220,30,30,{a:.3f})}}")
+        css.append(f".n{i}{{background:rgba(30,80,220,{a:.3f})}}")
+    e = _html.escape
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
+             f"<title>{e(title)}</title><style>{''.join(css)}</style></head><body>",
+             f"<h1>{e(title)}</h1>",
+             "<p>Each block is one unit: the text coloured by the unit's value after each "
+             "token (red positive, blue negative, the strongest colour at the unit's largest "
+             "|value| in this text). Underlined: where the feature holds.</p>"]
+    sep = " " if acts.level == "word" else ""
+    for fu in found:
+        if not fu.units:
+            parts.append(f"<h2>{e(fu.feature.name)}: absent</h2><p>{e(fu.feature.description)}"
+                         " never changes in this text.</p>")
+            continue
+        for unit, r in fu.units:
+            v = acts.column(unit)
+            lv = _levels(v)
+            mark = fu.feature.values > 0 if fu.feature.binary else np.zeros(len(v), bool)
+            ctrl = "" if fu.control is None else f"; untrained model's best |r| {fu.control:.2f}"
+            parts.append(f"<h2>{e(fu.feature.name)} &mdash; {e(unit.label)}, r = {r:+.2f}</h2>"
+                         f"<p>{e(fu.feature.description)}; coverage "
+                         f"{e(fu.feature.coverage())}; max |value| "
+                         f"{float(np.abs(v).max()):.3g}{e(ctrl)}</p><pre>")
+            buf = []
+            for t, tok in enumerate(acts.tokens):
+                cls = [f"{'p' if lv[t] > 0 else 'n'}{abs(lv[t])}"] if lv[t] else []
+                if mark[t]:
+                    cls.append("u")
+                attr = f' class="{" ".join(cls)}"' if cls else ""
+                if t and sep and tok != "\n" and acts.tokens[t - 1] != "\n":
+                    buf.append(sep)
+                buf.append(f"<span{attr}>{e(_shown(tok))}</span>")
+                if tok == "\n":
+                    buf.append("\n")
+            parts.append("".join(buf) + "</pre>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def pick_stretch(tokens: list[str], found: list[FeatureUnits], width: int) -> int:
+    """Where the PNG's window of ``width`` tokens starts: the start of a line whose window
+    shows the most yes/no features changing (the earliest on ties)."""
+    T = len(tokens)
+    shown = [fu.feature.values for fu in found if fu.units and fu.feature.binary]
+    if width >= T or not shown:
+        return 0
+    starts = [0] + [t + 1 for t in range(T - width) if tokens[t] == "\n"]
+    best, best_score = 0, -1
+    for s in starts:
+        score = sum(int(np.ptp(v[s: s + width]) > 0) for v in shown)
+        if score > best_score:
+            best, best_score = s, score
+    return best
+
+
+def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
+               panels: int = 2) -> bytes:
+    """PNG bytes of a heatmap: the strongest unit of each present feature (rows) over a
+    stretch of ``width`` tokens cut into ``panels`` strips, each token written under its
+    column, dots where a yes/no feature holds. Values scaled per unit by its largest |value|
+    over the whole text. Needs matplotlib (imported here, Agg backend)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(fu, *fu.units[0]) for fu in found if fu.units]
+    T = len(acts.tokens)
+    if not rows:
+        raise ValueError("no feature of the list occurs in this text: nothing to plot")
+    width = min(width, T)
+    s0 = pick_stretch(acts.tokens, found, width)
+    per = -(-width // panels)
+    panels = -(-width // per)
+    norm = []
+    for _, unit, _ in rows:
+        v = acts.column(unit)
+        m = float(np.abs(v).max())
+        norm.append(v / m if m > 0 else v)
+    grid = np.array(norm)                                             # (R, T)
+    R = len(rows)
+    word = acts.level == "word"
+    fig, axes = plt.subplots(panels, 1, figsize=(min(0.12 * per, 40) + 3.5,
+                                                 panels * (0.32 * R + (1.2 if word else 0.6))
+                                                 + 0.6), squeeze=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # glyphs the font lacks (CJK) draw as boxes
+        for p in range(panels):
+            ax = axes[p, 0]
+            a, b = s0 + p * per, min(s0 + (p + 1) * per, s0 + width)
+            ax.imshow(grid[:, a:b], cmap="bwr", vmin=-1, vmax=1, aspect="auto",
+                      interpolation="nearest")
+            for i, (fu, _, _) in enumerate(rows):
+                if fu.feature.binary:
+                    on = np.flatnonzero(fu.feature.values[a:b] > 0)
+                    ax.scatter(on, np.full(len(on), i - 0.3), s=3, c="k", marker="s")
+            ax.set_xticks(np.arange(b - a))
+            ax.set_xticklabels(["\u2423" if t == " " else _shown(t) for t in acts.tokens[a:b]],
+                               fontsize=7, family="monospace", rotation=90 if word else 0)
+            ax.tick_params(axis="x", length=0)
+            ax.set_yticks(np.arange(R))
+            ax.set_yticklabels([f"{fu.feature.name}: {u.label} r={r:+.2f}"
+                                for fu, u, r in rows], fontsize=7)
+            ax.set_xlim(-0.5, per - 0.5)
+        axes[0, 0].set_title(f"strongest unit per feature, tokens {s0}..{s0 + width - 1} (red "
+                             "+, blue -, per-unit scale; dots: feature holds)", fontsize=9)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file beside the target, then one rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---- rnnkit lab neurons ------------------------------------------------------------------
 
 
 def add_commands(sub: Any) -> None:
-    """Adds nothing yet."""
+    from ..cli import _nonneg_int, _positive_int
+
+    n = sub.add_parser("neurons", help="which hidden units of a trained model track quotes, "
+                       "brackets, line ends, ...",
+                       description="Run a trained language model over a text, record every "
+                       "unit (h per layer, and c for an LSTM), and rank the units by their "
+                       "correlation with features of the text. Prints a table, writes an HTML "
+                       "page of the text coloured by each top unit and a PNG heatmap.")
+    n.add_argument("run", help="run directory of rnnkit train or a .safetensors file")
+    n.add_argument("--text", default=None, help="UTF-8 text to read [default: the validation "
+                   "tail of the checkpoint's corpus]")
+    n.add_argument("--start", type=_nonneg_int, default=0,
+                   help="skip this many tokens of the text first")
+    n.add_argument("--length", type=_positive_int, default=4000, help="tokens to read")
+    n.add_argument("--top", type=_positive_int, default=3, help="units shown per feature")
+    n.add_argument("--html", default="lab_neurons.html", help="where to write the HTML page")
+    n.add_argument("--png", default="lab_neurons.png", help="where to write the heatmap")
+    n.add_argument("--png-tokens", type=_positive_int, default=200,
+                   help="tokens shown in the heatmap")
+    n.add_argument("--seed", type=int, default=0, help="seed of the untrained control model")
+    n.set_defaults(func=cmd_lab_neurons)
+
+
+def _default_text(meta: dict[str, Any]) -> tuple[str, str]:
+    """The validation tail of the checkpoint's corpus (text the model did not train on),
+    from its first full line."""
+    from ..cli import CLIError
+    from ..corpora import load_corpus
+
+    train = meta.get("train")
+    if not isinstance(train, dict):
+        train = {}
+    name = train.get("corpus")
+    if not isinstance(name, str):
+        raise CLIError("the checkpoint names no corpus; give --text FILE")
+    try:
+        corpus = load_corpus(name)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"the checkpoint's corpus {name!r} cannot be loaded ({e}); give "
+                       "--text FILE") from None
+    vf = train.get("val_fraction", 0.05)
+    vf = vf if isinstance(vf, float) and 0 < vf < 1 else 0.05
+    text = corpus.text
+    tail = text[int(len(text) * (1 - vf)):]
+    nl = tail.find("\n")
+    if 0 <= nl < len(tail) - 1:
+        tail = tail[nl + 1:]
+    return tail, f"the last {vf:.0%} of corpus {name} (validation, unseen in training)"
+
+
+def cmd_lab_neurons(args: Any) -> int:
+    """Which units track which features of the text: table, HTML, PNG."""
+    from ..cli import CLIError, _load
+    from ..text import read_text
+
+    html_path, png_path = Path(args.html), Path(args.png)
+    if html_path.resolve() == png_path.resolve():
+        raise CLIError(f"--html and --png are the same file {args.html}; give two paths")
+    for flag, p in (("--html", html_path), ("--png", png_path)):
+        if not p.parent.is_dir():
+            raise CLIError(f"{flag} {p}: directory {p.parent} does not exist")
+        if p.is_dir():
+            raise CLIError(f"{flag} {p} is a directory; give a file path")
+    model, vocab, meta = _load(args.run)
+    if args.text is not None:
+        text, source = read_text(args.text), args.text
+    else:
+        text, source = _default_text(meta)
+    try:
+        enc = encode_text(vocab, text, args.start, args.length)
+    except ValueError as e:
+        where = f"--text {args.text}" if args.text is not None else source
+        raise CLIError(f"{where}: {e}") from None
+    acts = record_activations(model, enc)
+    control = record_activations(LanguageModel(model.config, rng=args.seed), enc)
+    found = top_units(acts, text_features(enc.tokens), args.top, control)
+    if not any(fu.units for fu in found):
+        raise CLIError(f"none of the features occurs in these {len(enc.tokens)} tokens; give a "
+                       "longer --length or another --text")
+    cfg = model.config
+    unit = "char" if vocab.level == "char" else "token"
+    page = render_html(acts, found, f"rnnkit lab neurons: {args.run}")
+    try:
+        png: bytes | None = render_png(acts, found, width=args.png_tokens)
+    except ImportError:
+        png = None
+    unk = f", {enc.unknown} as <unk>" if enc.unknown else ""
+    print(f"{args.run}: {cfg.num_layers} x {cfg.hidden_size} {cfg.cell.upper()}, {vocab.level} "
+          f"level; {len(acts.units)} units ({'h and c' if cfg.cell == 'lstm' else 'h'} of "
+          f"every layer)")
+    print(f"text: {source}, {unit}s {args.start}..{args.start + len(enc.tokens) - 1} "
+          f"({len(enc.tokens)} {unit}s{unk})")
+    print("r: Pearson correlation of the unit's value after each token with the feature; "
+          "untrained: the best |r| of any unit of an untrained model of the same shape\n")
+    print(neurons_table(found))
+    _write_atomic(html_path, page.encode("utf-8"))
+    print(f"\nhtml: {html_path}")
+    if png is None:
+        print("(matplotlib is not installed: no plot)")
+    else:
+        _write_atomic(png_path, png)
+        print(f"plot: {png_path}")
+    return 0
