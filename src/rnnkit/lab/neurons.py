@@ -120,7 +120,15 @@ class Activations:
     level: str
 
     def column(self, unit: Unit) -> Array:
+        """(T,) the values of one unit."""
         return self.values[:, self.units.index(unit)]
+
+    def column_block(self, layer: int, kind: str) -> Array:
+        """(T, H) every unit of one layer's h or c, in index order."""
+        cols = [j for j, u in enumerate(self.units) if u.layer == layer and u.kind == kind]
+        if not cols:
+            raise ValueError(f"no units of layer {layer} kind {kind!r} were recorded")
+        return self.values[:, cols]
 
 
 def _segments(resets: Array, chunk: int) -> list[tuple[int, int]]:
@@ -225,10 +233,11 @@ def text_features(tokens: list[str]) -> list[Feature]:
     Single quotes are not quotes here: in English they are mostly apostrophes ('tis, o'er).
     """
     T = len(tokens)
-    quote, bracket, line_pos, nl_next, caps, word_pos = (np.zeros(T) for _ in range(6))
+    quote, bracket, line_pos, nl_next, caps, word_pos, word_end, para_line = (
+        np.zeros(T) for _ in range(8))
     qs: list[str] = []
     bs: list[str] = []
-    pos = run = 0
+    pos = run = para = 0
     closers_q = set(QUOTE_PAIRS.values())
     closers_b = set(BRACKET_PAIRS.values())
     for t, tok in enumerate(tokens):
@@ -236,7 +245,9 @@ def text_features(tokens: list[str]) -> list[Feature]:
             if t > 0 and tokens[t - 1] == "\n":       # a blank line: a new paragraph
                 qs.clear()
                 bs.clear()
+                para = -1
             pos = 0
+            para += 1
         else:
             pos += 1
             for ch in tok:
@@ -255,7 +266,9 @@ def text_features(tokens: list[str]) -> list[Feature]:
                     _close(bs, ch)
         run = run + 1 if tok.isalnum() else 0
         quote[t], bracket[t], line_pos[t], word_pos[t] = bool(qs), bool(bs), pos, run
+        para_line[t] = para
         nl_next[t] = t + 1 < T and tokens[t + 1] == "\n"
+        word_end[t] = run > 0 and t + 1 < T and not tokens[t + 1].isalnum()
     # all-caps lines: the speaker names of the Shakespeare corpus ("ROMEO:")
     a = 0
     while a < T:
@@ -277,6 +290,10 @@ def text_features(tokens: list[str]) -> list[Feature]:
         Feature("caps_line", "in an all-caps line (a speaker's name: ROMEO:)", caps, True),
         Feature("word_pos", "letters/digits since the word began (0 outside words)",
                 word_pos, False),
+        Feature("word_end", "a word ends here (the next token is no letter or digit)",
+                word_end, True),
+        Feature("para_line", "lines since the last blank line (line within a speech)",
+                para_line, False),
     ]
 
 
@@ -386,6 +403,11 @@ def _shown(tok: str) -> str:
     return "\u21b5" if tok == "\n" else tok
 
 
+def _span(cls: str, text: str) -> str:
+    t = _html.escape(text)
+    return f'<span class="{cls}">{t}</span>' if cls else t
+
+
 def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnkit lab neurons"
                 ) -> str:
     """A self-contained HTML page: for each top unit, the text coloured by its value (red
@@ -422,16 +444,20 @@ def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnk
                          f"{e(fu.feature.coverage())}; max |value| "
                          f"{float(np.abs(v).max()):.3g}{e(ctrl)}</p><pre>")
             buf = []
+            run_cls, run_text = "", ""
             for t, tok in enumerate(acts.tokens):
                 cls = [f"{'p' if lv[t] > 0 else 'n'}{abs(lv[t])}"] if lv[t] else []
                 if mark[t]:
                     cls.append("u")
-                attr = f' class="{" ".join(cls)}"' if cls else ""
+                piece = _shown(tok) + ("\n" if tok == "\n" else "")
                 if t and sep and tok != "\n" and acts.tokens[t - 1] != "\n":
-                    buf.append(sep)
-                buf.append(f"<span{attr}>{e(_shown(tok))}</span>")
-                if tok == "\n":
-                    buf.append("\n")
+                    piece = sep + piece
+                c = " ".join(cls)
+                if t and c != run_cls:                  # one span per run of one colour
+                    buf.append(_span(run_cls, run_text))
+                    run_text = ""
+                run_cls, run_text = c, run_text + piece
+            buf.append(_span(run_cls, run_text))
             parts.append("".join(buf) + "</pre>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -445,9 +471,12 @@ def pick_stretch(tokens: list[str], found: list[FeatureUnits], width: int) -> in
     if width >= T or not shown:
         return 0
     starts = [0] + [t + 1 for t in range(T - width) if tokens[t] == "\n"]
-    best, best_score = 0, -1
+    best, best_score = 0, (-1, -1)
     for s in starts:
-        score = sum(int(np.ptp(v[s: s + width]) > 0) for v in shown)
+        w = [v[s: s + width] > 0 for v in shown]
+        # most features changing, then the most positions on the rarer side of each
+        score = (sum(int(0 < m.sum() < width) for m in w),
+                 sum(min(int(m.sum()), width - int(m.sum())) for m in w))
         if score > best_score:
             best, best_score = s, score
     return best

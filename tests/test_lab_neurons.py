@@ -1,0 +1,244 @@
+"""rnnkit lab neurons: activations, text features, correlations, HTML, PNG and the command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnkit.cli import main
+from rnnkit.lab.neurons import (
+    Activations,
+    Unit,
+    correlations,
+    encode_text,
+    record_activations,
+    render_html,
+    render_png,
+    text_features,
+    top_units,
+)
+from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.text import Vocab, build_vocab, tokenize
+
+ENGLISH = "".join(
+    ("KING:\n" if i % 3 == 0 else "")
+    + f'The lord (said {i}) "go now" to [the] king and {"queen" * (i % 4)}.\n'
+    + ("\n" if i % 3 == 2 else "")
+    for i in range(60))
+CHINESE = "".join(f"李白：\n床前明月光（{i}），疑是「地上霜」。\n\n" for i in range(40))
+
+
+def _train(tmp_path, name: str, text: str, *extra: str) -> str:
+    src = tmp_path / f"{name}.txt"
+    src.write_text(text, encoding="utf-8")
+    out = tmp_path / name
+    assert main(["train", str(src), "--out", str(out), "--max-steps", "3", "--hidden-size", "8",
+                 "--embedding-dim", "4", "--batch-size", "2", "--seq-len", "8",
+                 "--eval-interval", "3", "--sample-length", "0", "--no-progress",
+                 *extra]) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("neurons")
+    return {"char": _train(tmp, "char", ENGLISH, "--num-layers", "2"),
+            "word": _train(tmp, "word", ENGLISH, "--level", "word", "--cell", "gru",
+                           "--num-layers", "1"),
+            "zh": _train(tmp, "zh", CHINESE, "--cell", "rnn")}
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_activations_are_the_models_own_states(cell, layers):
+    """Top-layer h decodes to the model's logits; every layer's h (and c) equals the Stepper's,
+    an independent token-at-a-time path; chunking with the state carried changes nothing."""
+    V, H = 11, 6
+    model = LanguageModel(LMConfig(V, cell=cell, embedding_dim=5, hidden_size=H,
+                                   num_layers=layers, dtype="float64"), rng=1)
+    vocab = Vocab([chr(97 + i) for i in range(V)])
+    text = "".join(chr(97 + i) for i in np.random.default_rng(0).integers(0, V, 40))
+    enc = encode_text(vocab, text)
+    acts = record_activations(model, enc, chunk=7)
+    kinds = 2 if cell == "lstm" else 1
+    assert acts.values.shape == (40, layers * kinds * H)
+    top = acts.values[:, (layers - 1) * kinds * H:(layers - 1) * kinds * H + H]
+    logits, _ = model(enc.ids[:, None])
+    dec = model.decoder
+    np.testing.assert_allclose(top @ dec.weight.T + dec.bias, logits[:, 0], atol=1e-6)
+    step, state = model.stepper(), None
+    for t, i in enumerate(enc.ids):
+        _, state = step(np.array([i]), state)
+        h, c = state if isinstance(state, tuple) else (state, None)
+        for layer in range(layers):
+            np.testing.assert_allclose(acts.column_block(layer, "h")[t], h[layer, 0], atol=1e-6)
+            if c is not None:
+                np.testing.assert_allclose(acts.column_block(layer, "c")[t], c[layer, 0],
+                                           atol=1e-6)
+    assert acts.units[-1] == Unit(layers - 1, "c" if cell == "lstm" else "h", H - 1)
+
+
+def test_sentence_mode_restarts_each_line_from_start_token():
+    vocab = build_vocab(tokenize("ab ba", "char"), specials=("<start>", "<end>"))
+    enc = encode_text(vocab, "ab\nba b\na")
+    assert enc.ids[2] == vocab.start_id and enc.resets.tolist() == [
+        True, False, True, False, False, False, False, True, False]
+    model = LanguageModel(LMConfig(len(vocab), cell="gru", hidden_size=4, embedding_dim=3,
+                                   dtype="float64"), rng=0)
+    acts = record_activations(model, enc)
+    alone = record_activations(model, encode_text(vocab, "\nba b"))    # line 2 on its own
+    np.testing.assert_allclose(acts.values[2:7], alone.values, atol=1e-12)
+
+
+def test_unknown_tokens_error_or_unk():
+    vocab = Vocab(list("abc"))
+    with pytest.raises(ValueError, match=r"never saw: 'x' 'z'"):
+        encode_text(vocab, "abxcz")
+    wv = build_vocab(["the", "king"], specials=("<unk>",), level="word")
+    enc = encode_text(wv, "the queen king")
+    assert enc.ids.tolist() == [wv.stoi["the"], wv.unk_id, wv.stoi["king"]]
+    assert enc.unknown == 1
+
+
+# ---- features ------------------------------------------------------------------------------
+
+
+def _feature(text: str, name: str) -> list[int]:
+    f = {f.name: f for f in text_features(list(text))}[name]
+    return f.values.astype(int).tolist()
+
+
+def test_quotes_nest_and_unclosed_ones_end_at_a_blank_line():
+    #                        a " b \u201c c \u201d " d
+    assert _feature('a"b\u201cc\u201d"d', "quote") == [0, 1, 1, 1, 1, 1, 0, 0]
+    assert _feature('"ab\ncd', "quote") == [1, 1, 1, 1, 1, 1]       # a quote spans lines
+    assert _feature('"a\n\nb', "quote") == [1, 1, 1, 0, 0]          # ... not paragraphs
+    assert _feature("a\u201d b", "quote") == [0, 0, 0, 0]           # a stray closer: ignored
+    assert _feature("\u300c\u5730\u300d", "quote") == [1, 1, 0]
+
+
+def test_brackets_nest_and_stray_closers_are_ignored():
+    assert _feature("a(b[c]d)e", "bracket") == [0, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert _feature("a)b(c", "bracket") == [0, 0, 0, 1, 1]
+    assert _feature("(a[b)c", "bracket") == [1, 1, 1, 1, 0, 0]       # ")" closes past "["
+    assert _feature("\uff08\u6708\uff09", "bracket") == [1, 1, 0]
+
+
+def test_line_features():
+    text = "AB:\nab c\n\nx"
+    assert _feature(text, "line_pos") == [1, 2, 3, 0, 1, 2, 3, 4, 0, 0, 1]
+    assert _feature(text, "newline_next") == [0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0]
+    assert _feature(text, "caps_line") == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert _feature(text, "word_pos") == [1, 2, 0, 0, 1, 2, 0, 1, 0, 0, 1]
+    assert _feature(text, "word_end") == [0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0]
+    assert _feature(text, "para_line") == [0, 0, 0, 1, 1, 1, 1, 1, 2, 0, 0]
+    absent = {f.name: f for f in text_features(list("abc"))}
+    assert not absent["quote"].present and absent["quote"].coverage() == "absent"
+
+
+# ---- correlations --------------------------------------------------------------------------
+
+
+def test_a_planted_unit_ranks_first():
+    rng = np.random.default_rng(0)
+    tokens = list(ENGLISH[:600])
+    feats = {f.name: f for f in text_features(tokens)}
+    values = rng.standard_normal((600, 40)).astype(np.float32)
+    values[:, 17] = 0.5 * feats["bracket"].values + 0.1 * rng.standard_normal(600)
+    values[:, 3] = -0.1 * feats["line_pos"].values + 0.1 * rng.standard_normal(600)
+    values[:, 5] = 1.0                                   # a dead unit: r = 0, not NaN
+    units = [Unit(i // 20, "h", i % 20) for i in range(40)]
+    acts = Activations(tokens, values, units, "char")
+    r = correlations(values, feats["bracket"].values)
+    assert np.argmax(np.abs(r)) == 17 and r[17] > 0.7 and r[5] == 0
+    found = {fu.feature.name: fu for fu in top_units(acts, list(feats.values()), k=2)}
+    assert found["bracket"].units[0] == (Unit(0, "h", 17), pytest.approx(r[17]))
+    assert found["line_pos"].units[0][0] == Unit(0, "h", 3)
+    assert found["line_pos"].units[0][1] < -0.7
+
+
+# ---- pictures ------------------------------------------------------------------------------
+
+
+def _toy_acts(text: str) -> Activations:
+    tokens = list(text)
+    feats = text_features(tokens)
+    v = np.stack([f.values for f in feats], axis=1).astype(np.float32)
+    v += np.random.default_rng(0).standard_normal(v.shape).astype(np.float32) * 0.1
+    return Activations(tokens, v, [Unit(0, "h", i) for i in range(v.shape[1])], "char")
+
+
+def test_html_escapes_the_text_and_is_self_contained():
+    text = 'say "<script>alert(1)</script>" & go\nAB:\n' * 3
+    acts = _toy_acts(text)
+    page = render_html(acts, top_units(acts, text_features(acts.tokens), k=1))
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&amp;" in page
+    assert "http" not in page and "src=" not in page
+    assert page.count("<h2>") == len(text_features(acts.tokens))
+
+
+def test_png_is_a_png():
+    acts = _toy_acts('(a "b" c)\n' * 30)
+    png = render_png(acts, top_units(acts, text_features(acts.tokens), k=1), width=40)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def _cli(tmp_path, *args: str) -> tuple[int, list[str]]:
+    html, png = tmp_path / "n.html", tmp_path / "n.png"
+    code = main(["lab", "neurons", *args, "--html", str(html), "--png", str(png)])
+    return code, sorted(p.name for p in (html, png) if p.exists())
+
+
+def test_cli_char_run_writes_both_files_and_prints_the_table(runs, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text(ENGLISH[:900], encoding="utf-8")
+    code, files = _cli(tmp_path, runs["char"], "--text", str(text), "--top", "2")
+    out = capsys.readouterr().out
+    assert code == 0 and files == ["n.html", "n.png"]
+    assert "2 x 8 LSTM" in out and ("l1 c[" in out or "l0 c[" in out)
+    for name in ("quote", "bracket", "line_pos", "newline_next", "caps_line", "untrained"):
+        assert name in out
+    page = (tmp_path / "n.html").read_text(encoding="utf-8")
+    assert "line_pos &mdash; l" in page
+
+
+def test_cli_default_text_is_the_corpus_tail_and_absent_features_are_reported(
+        runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, files = _cli(tmp_path, runs["word"], "--length", "300")
+    out = capsys.readouterr().out
+    assert code == 0 and files == ["n.html", "n.png"]
+    assert "validation" in out and "1 x 8 GRU, word level" in out
+
+
+def test_cli_chinese(runs, tmp_path, capsys):
+    code, files = _cli(tmp_path, runs["zh"], "--length", "200")
+    out = capsys.readouterr().out
+    assert code == 0 and files == ["n.html", "n.png"]
+    assert "caps_line" in out and "absent" in out          # no cased letters in Chinese
+    assert "quote" in out and "2 x 8 RNN" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{run}", "--top", "0"], "expected a positive integer"),
+    (["{missing}"], "no such run directory"),
+    (["{run}", "--text", "{bad}"], "never saw: '#' '~'"),
+    (["{run}", "--text", "{nofile}"], "no such file"),
+    (["{run}", "--start", "100000", "--text", "{good}"], "start must be in"),
+])
+def test_cli_errors_write_nothing(runs, tmp_path, capsys, args, message):
+    bad, good = tmp_path / "bad.txt", tmp_path / "good.txt"
+    bad.write_text("KING:\nthe king ~ # \n", encoding="utf-8")
+    good.write_text("the king\n", encoding="utf-8")
+    paths = {"run": runs["char"], "missing": str(tmp_path / "nope"), "bad": str(bad),
+             "good": str(good), "nofile": str(tmp_path / "none.txt")}
+    code, files = _cli(tmp_path, *[a.format(**paths) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and files == []
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
