@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..models import LanguageModel
-from ..text import Vocab, tokenize
+from ..text import Vocab, detokenize, tokenize
 
 Array = np.ndarray
 
@@ -428,7 +428,7 @@ def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnk
              "<p>Each block is one unit: the text coloured by the unit's value after each "
              "token (red positive, blue negative, the strongest colour at the unit's largest "
              "|value| in this text). Underlined: where the feature holds.</p>"]
-    sep = " " if acts.level == "word" else ""
+    word = acts.level == "word"
     for fu in found:
         if not fu.units:
             parts.append(f"<h2>{e(fu.feature.name)}: absent</h2><p>{e(fu.feature.description)}"
@@ -450,8 +450,9 @@ def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnk
                 if mark[t]:
                     cls.append("u")
                 piece = _shown(tok) + ("\n" if tok == "\n" else "")
-                if t and sep and tok != "\n" and acts.tokens[t - 1] != "\n":
-                    piece = sep + piece
+                prev = acts.tokens[t - 1] if t else ""
+                if word and t and detokenize([prev, tok], "word") != prev + tok:
+                    piece = " " + piece               # the spacing rnnkit's detokenize uses
                 c = " ".join(cls)
                 if t and c != run_cls:                  # one span per run of one colour
                     buf.append(_span(run_cls, run_text))
