@@ -107,7 +107,7 @@ def test_copy_model_is_a_unidirectional_tagger():
 
 
 @pytest.mark.parametrize("bad", [dict(task="sum"), dict(cells=["tree"]), dict(T=1),
-                                 dict(batch_size=0), dict(eval_every=0)])
+                                 dict(batch_size=0), dict(eval_every=0), dict(budget=5)])
 def test_bad_settings_raise(bad):
     kw = dict(task="adding", T=10, cells=["rnn"], steps=1, budget=100)
     kw.update(bad)
@@ -125,7 +125,7 @@ def test_lab_memory_command(task, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--T", "1"], ["--steps", "0"], ["--cells", "tree"],
-                                  ["--lr", "-1"], ["--budget", "5"],
+                                  ["--lr", "-1"], ["--budget", "5"], ["--budget", "20"],
                                   ["--png", "/no/such/dir/x.png"]])
 def test_lab_memory_command_rejects_bad_arguments(argv, tmp_path, capsys):
     assert main(["lab", "adding", "--steps", "1", *argv]) == 2

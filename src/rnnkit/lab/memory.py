@@ -33,7 +33,15 @@ import numpy as np
 from ..classify import SequenceClassifier, SequenceTagger
 from ..module import check_rng
 from ..optim import Adam, clip_grad_norm_
-from ._common import CELL_NAMES, Curve, check_cells, fmt, hidden_for_budget, plot_curves
+from ._common import (
+    CELL_NAMES,
+    Curve,
+    cell_parameters,
+    check_cells,
+    fmt,
+    hidden_for_budget,
+    plot_curves,
+)
 
 Array = np.ndarray
 
@@ -177,6 +185,33 @@ def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: in
     return curve
 
 
+def check_memory_settings(task: str, T: int, cells: tuple[str, ...] | list[str],
+                          budget: int | None, steps: int | None, batch_size: int = 64,
+                          eval_every: int = 100, eval_size: int = 500
+                          ) -> tuple[tuple[str, ...], int, int]:
+    """Validate the settings of :func:`run_memory_task`; returns (cells, budget, steps)."""
+    if task not in ("adding", "copy"):
+        raise ValueError(f"task must be 'adding' or 'copy'; got {task!r}")
+    cells = check_cells(tuple(cells))
+    for name, v, low in (("T", T, 1 if task == "copy" else 2), ("batch_size", batch_size, 1),
+                         ("eval_every", eval_every, 1), ("eval_size", eval_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+    if budget is None:
+        budget = 17_500 if task == "adding" else 20_000
+    if steps is None:
+        steps = 3000
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    D, O = (2, 1) if task == "adding" else (COPY_VOCAB, COPY_CLASSES)
+    smallest = max(cell_parameters(c, D, 1, O) for c in cells)
+    if budget < smallest:
+        raise ValueError(f"budget={budget} parameters is too small: with one hidden unit the "
+                         f"{task} models of {list(cells)} need up to {smallest}. Give a budget of "
+                         f"at least {smallest} (the defaults are 17,500 and 20,000).")
+    return cells, budget, steps
+
+
 def run_memory_task(task: str, T: int = 100, *, cells: tuple[str, ...] | list[str] = CELL_NAMES,
                     budget: int | None = None, steps: int | None = None, batch_size: int = 64,
                     lr: float = 3e-3, clip: float = 1.0, eval_every: int = 100,
@@ -189,19 +224,8 @@ def run_memory_task(task: str, T: int = 100, *, cells: tuple[str, ...] | list[st
     sequences is recorded. ``forget_bias`` is added to the bias of the gate that keeps the old
     state (LSTM forget gate, GRU update gate) -- the usual remember-by-default start.
     """
-    if task not in ("adding", "copy"):
-        raise ValueError(f"task must be 'adding' or 'copy'; got {task!r}")
-    cells = check_cells(tuple(cells))
-    for name, v, low in (("T", T, 1 if task == "copy" else 2), ("batch_size", batch_size, 1),
-                         ("eval_every", eval_every, 1), ("eval_size", eval_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
-    if budget is None:
-        budget = 17_500 if task == "adding" else 20_000
-    if steps is None:
-        steps = 3000
-    if budget < 1 or steps < 1:
-        raise ValueError(f"budget and steps must be >= 1; got {budget}, {steps}")
+    cells, budget, steps = check_memory_settings(task, T, cells, budget, steps, batch_size,
+                                                 eval_every, eval_size)
     rng = check_rng(seed)
     curves = [_train(task, c, T, budget, steps, batch_size, lr, clip, eval_every, eval_size,
                      forget_bias, rng, progress) for c in cells]
@@ -270,6 +294,8 @@ def cmd_lab_memory(args: Any) -> int:
     if not png_dir.is_dir():
         raise CLIError(f"--png {args.png}: directory {png_dir} does not exist")
     task = args.task
+    check_memory_settings(task, args.T, args.cells, args.budget, args.steps, args.batch,
+                          args.eval_every)
     base = adding_baseline() if task == "adding" else copy_baseline(args.T)
     what = ("adding problem (MSE; predicting 1 scores 1/6 = 0.167)" if task == "adding" else
             f"copy task (cross-entropy per step; the memoryless baseline is 10 ln 8 / (T+20) = "
@@ -300,6 +326,7 @@ __all__ = [
     "MemoryResult",
     "adding_baseline",
     "adding_batch",
+    "check_memory_settings",
     "copy_baseline",
     "copy_batch",
     "memory_table",
