@@ -246,9 +246,10 @@ class GRUMath:
         a = s.acts[t, :n]                              # (n, 3H): r, z, n
         ghn = s.extra["ghn"][t, :n]                    # (n, H)
         np.matmul(h, p.w_hT, out=a)                    # [h W_hr^T / 2, h W_hz^T / 2, h W_hn^T]
-        ghn[...] = a[:, 2 * H:]
         if p.b_hn is not None:
-            ghn += p.b_hn                              # ghn = h W_hn^T + b_hn
+            np.add(a[:, 2 * H:], p.b_hn, out=ghn)      # ghn = h W_hn^T + b_hn
+        else:
+            ghn[...] = a[:, 2 * H:]
         rz = a[:, : 2 * H]
         rz += gx[:, : 2 * H]
         np.tanh(rz, out=rz)                            # r, z = sigmoid(...)

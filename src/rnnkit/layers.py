@@ -25,7 +25,11 @@ def check_ids(name: str, ids: Any, vocab_size: int) -> Array:
                         f"{type(ids).__name__}. Use np.asarray({name}, dtype=np.int64).")
     if ids.dtype == bool or ids.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer token ids; got dtype {ids.dtype}")
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+    if ids.size <= 4:                       # generation feeds one token at a time: skip
+        ok = all(0 <= v < vocab_size for v in ids.flat)   # two reductions' call overhead
+    else:
+        ok = not ids.size or (ids.min() >= 0 and ids.max() < vocab_size)
+    if not ok:
         bad = ids[(ids < 0) | (ids >= vocab_size)]
         raise ValueError(f"{name} must lie in [0, {vocab_size}) (the vocabulary size); got "
                          f"{np.unique(bad)[:10].tolist()}")
