@@ -310,8 +310,11 @@ def cmd_lab_memory(args: Any) -> int:
           f"(baseline {base:.4f}):")
     print(memory_table(res))
     for c in res.curves:
-        verdict = "below" if c.final < 0.5 * base else "near or above"
-        print(f"{c.label}: final {fmt(c.final)}, {verdict} the baseline")
+        r = c.final / base
+        verdict = ("solved: far below the no-memory baseline" if r < 0.1 else
+                   "below the baseline: it remembers part of it" if r < 0.95 else
+                   "at (or above) the no-memory baseline: nothing carried across T")
+        print(f"{c.label}: final {fmt(c.final)} = {r:.3f} x baseline, {verdict}")
     try:
         plot_curves(res.curves, args.png, title=f"{task} problem, T={args.T}, equal parameters",
                     ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
