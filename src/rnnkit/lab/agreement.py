@@ -16,10 +16,19 @@ independently of the subject. So "remember the last noun" is right only about ha
 on sentences with an attractor, and the network must carry the subject's number from step 1
 across the whole clause (L + 3 steps) and ignore the nouns it reads on the way.
 
-A recurrent classifier reads the tokens and predicts the verb from its last hidden state. A
-tanh RNN learns it for short clauses; the further the subject lies behind, the closer it falls
-to chance, while GRU and LSTM stay near 100 %: the chapter's reason for gates, measured with
-the same number of parameters for every cell (:func:`rnnkit.lab._common.hidden_for_budget`).
+A recurrent classifier reads the tokens and predicts the verb from its last hidden state, every
+cell with the same number of parameters (:func:`rnnkit.lab._common.hidden_for_budget`).
+
+What we measured (``rnnkit lab agreement``, seed 0, 2000 steps of 32 sentences, Adam 3e-3):
+the tanh RNN does not fade gradually with L. It either builds a "latch" (recurrent weights
+past spectral radius 1: a bistable state that holds one bit at any length) and is right at
+EVERY length, or finds none and is at chance for every clause, right only when the subject is
+the last word (L = 0). Which one depends on the training lengths: clauses up to 20 words ->
+100 % everywhere; up to 40 -> chance from L = 1 on, still after 6000 steps at lr 3e-3, but
+100 % everywhere after 4000 steps at lr 1e-3. GRU and LSTM reach 100 % at every length up to 40
+within a few hundred steps at either rate: the gates make the memory easy to FIND. Without
+the nouns before the subject (``prefix=False``) the subject is always the first noun, and the
+RNN latches it and gets 100 % up to 40 as well.
 """
 
 from __future__ import annotations
