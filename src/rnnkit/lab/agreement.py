@@ -26,7 +26,7 @@ EVERY length, or finds none and is at chance for every clause, right only when t
 the last word (L = 0). Which one depends on the training lengths: clauses up to 20 words ->
 100 % everywhere; up to 40 -> chance from L = 1 on, still after 6000 steps at lr 3e-3, but
 100 % everywhere after 4000 steps at lr 1e-3. GRU and LSTM reach 100 % at every length up to 40
-within a few hundred steps at either rate: the gates make the memory easy to FIND. Without
+within 300-1000 steps at either rate: the gates make the memory easy to FIND. Without
 the nouns before the subject (``prefix=False``) the subject is always the first noun, and the
 RNN latches it and gets 100 % up to 40 as well.
 """
