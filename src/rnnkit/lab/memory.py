@@ -316,7 +316,8 @@ def cmd_lab_memory(args: Any) -> int:
                    "at (or above) the no-memory baseline: nothing carried across T")
         print(f"{c.label}: final {fmt(c.final)} = {r:.3f} x baseline, {verdict}")
     try:
-        plot_curves(res.curves, args.png, title=f"{task} problem, T={args.T}, equal parameters",
+        name = "adding problem" if task == "adding" else "copy task"
+        plot_curves(res.curves, args.png, title=f"{name}, T={args.T}, equal parameter budgets",
                     ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
                     baseline=base, baseline_label="no-memory baseline")
         print(f"plot: {args.png}")
