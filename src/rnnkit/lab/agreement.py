@@ -311,8 +311,9 @@ def plot_agreement(results: list[AgreementResult], png: str, title: str = "") ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
-        ax.plot(r.clause_lengths, r.accuracy, marker=".",
+    styles = ["-", "--", ":"]                  # gated cells often overlap at 100 %: keep
+    for k, r in enumerate(results):            # every line visible
+        ax.plot(r.clause_lengths, r.accuracy, marker="ox^"[k % 3], ms=3, ls=styles[k % 3],
                 label=f"{r.cell} (H={r.hidden_size}, {r.parameters:,} p)")
     ax.axhline(0.5, color="k", ls="--", lw=1, label="chance 0.5")
     ax.set_ylim(0.3, 1.02)
