@@ -11,10 +11,10 @@ Not a dependency of rnnkit: ``pip install numba`` first (0.68.1 was tried).
 
     python benchmarks/numba_kernel.py
 
-Result on this project's machine (2026-11-27, one run, other jobs running beside it): the
-fused LSTM kernel with libm tanh was ~18-30x SLOWER than NumPy (2377 vs 135 µs at H=128); with
-the rational tanh still ~2x slower (408 vs 201 µs); the one-line ``tanh(a + b)`` kernel 4x
-slower (97 vs 22 µs). NumPy's tanh runs SIMD at ~0.7 ns per element; numba's loops stay scalar
+Result on this project's machine (2026-11-27, one run on the quiet machine): the fused LSTM
+kernel with libm tanh was 13-19x SLOWER than NumPy (1106 vs 84 µs at H=128, 4552 vs 248 at
+H=512); with the rational tanh still 2-3x slower (170 vs 84 µs; 704 vs 248); the one-line
+``tanh(a + b)`` kernel 5.7x slower (96.7 vs 16.9 µs). NumPy's tanh runs SIMD at ~0.7 ns per element; numba's loops stay scalar
 here (~3 ns per element), so fusing the passes does not pay unless the kernel is vectorized,
 which numba did not do for these loops on this machine.
 """
