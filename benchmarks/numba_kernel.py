@@ -14,9 +14,9 @@ Not a dependency of rnnkit: ``pip install numba`` first (0.68.1 was tried).
 Result on this project's machine (2026-11-27, one run on the quiet machine): the fused LSTM
 kernel with libm tanh was 13-19x SLOWER than NumPy (1106 vs 84 µs at H=128, 4552 vs 248 at
 H=512); with the rational tanh still 2-3x slower (170 vs 84 µs; 704 vs 248); the one-line
-``tanh(a + b)`` kernel 5.7x slower (96.7 vs 16.9 µs). NumPy's tanh runs SIMD at ~0.7 ns per element; numba's loops stay scalar
-here (~3 ns per element), so fusing the passes does not pay unless the kernel is vectorized,
-which numba did not do for these loops on this machine.
+``tanh(a + b)`` kernel 5.7x slower (96.7 vs 16.9 µs). NumPy's tanh runs SIMD at ~0.5 ns per
+element; numba's loops stay scalar here (~3 ns per element), so fusing the passes does not pay
+unless the kernel is vectorized, which numba did not do for these loops on this machine.
 """
 
 from __future__ import annotations
