@@ -139,13 +139,14 @@ class Stash:
 
     ``hprev[t]`` is the state a step started from; ``acts[t]`` the gate activations (internal
     gate order); ``extra`` holds kind-specific arrays (the GRU's ``h W_hn^T + b_hn``, the
-    LSTM's ``c_{t-1}`` and ``tanh(c_t)``). In inference mode T is 1 and every step reuses
-    slot 0.
+    LSTM's ``c_{t-1}`` and ``tanh(c_t)``). In inference mode T is 1, every step reuses slot 0
+    and ``keep`` is False: what only backward reads (the LSTM's ``c_{t-1}``) is not stored.
     """
 
     hprev: Array
     acts: Array
     extra: dict[str, Array] = field(default_factory=dict)
+    keep: bool = True          # False in inference: nothing only backward reads is written
 
 
 def _buffer(shape: tuple[int, ...], dtype: np.dtype, zero: bool) -> Array:
@@ -337,7 +338,8 @@ class LSTMMath:
         ifo *= 0.5                                     # i, f, o = sigmoid(.)
         ifo += 0.5                                     #         = (1 + tanh(. / 2)) / 2
         i, f, o, g = a[:, :H], a[:, H: 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:]
-        s.extra["cprev"][t, :n] = c
+        if s.keep:                                     # only backward reads c_{t-1}
+            s.extra["cprev"][t, :n] = c
         # c' = f * c + i * g
         c *= f
         ig = ws["h"][:n]

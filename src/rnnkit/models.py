@@ -211,8 +211,9 @@ class Stepper:
     def _buffers(self, B: int) -> Any:
         if B not in self._stash:
             H = self.hidden_size
-            self._stash[B] = (self.kind.alloc(1, B, H, self.dtype, False),
-                              self.kind.workspace(B, H, self.dtype))
+            stash = self.kind.alloc(1, B, H, self.dtype, False)
+            stash.keep = False                             # inference: no backward follows
+            self._stash[B] = (stash, self.kind.workspace(B, H, self.dtype))
         return self._stash[B]
 
     def __call__(self, tokens: Array, state: State | None = None) -> tuple[Array, State]:

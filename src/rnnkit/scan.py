@@ -100,6 +100,7 @@ def direction_forward(
         gx += p.bias
     padded = batch_sizes is not None
     stash = kind.alloc(T if keep else 1, B, H, dtype, zero=padded and keep)
+    stash.keep = keep
     ws = kind.workspace(B, H, dtype)
     h = h0.copy()
     c = c0.copy() if c0 is not None else None
