@@ -19,16 +19,23 @@ def test_tanh_rnn_vanishes_where_gated_cells_keep_the_gradient():
     assert gru.norms[0] > 1e-4 and lstm.norms[0] > 1e-4
 
 
-def test_scaled_rnn_explodes_and_clipping_caps_it():
+def test_scaled_rnn_explodes_and_the_per_step_cap_bounds_it():
     big = gradient_norms("rnn", T=100, hidden_size=32, recurrent_scale=4.0)
-    clipped = gradient_norms("rnn", T=100, hidden_size=32, recurrent_scale=4.0, clip=1.0)
+    capped = gradient_norms("rnn", T=100, hidden_size=32, recurrent_scale=4.0, clip=1.0)
     assert big.norms[0] > 1e3
-    assert np.all(clipped.norms <= 1.0 + 1e-12)
+    # the cap changes nothing until the chain first exceeds it ...
+    first = int(np.flatnonzero(big.norms[::-1] > 1.0)[0])          # steps back
+    np.testing.assert_allclose(capped.norms[::-1][:first], big.norms[::-1][:first], rtol=1e-12)
+    # ... and from there on, as each step back multiplies by more than 1, it sits at the cap
+    assert np.all(capped.norms <= 1.0 + 1e-12)
+    assert np.median(capped.norms[::-1][first:]) > 0.9
 
 
 def test_lab_gradients_cli(tmp_path, capsys):
     png = tmp_path / "g.png"
     assert main(["lab", "gradients", "--T", "40", "--hidden-size", "8", "--png", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "lstm" in out and "rnn+clip" in out and png.exists()
+    assert "lstm" in out and "x4 capped" in out and png.exists()
     assert main(["lab", "gradients", "--T", "0"]) == 2
+    assert main(["lab", "gradients", "--png", str(tmp_path / "nope" / "g.png")]) == 2
+    assert main(["lab", "gradients", "--png", str(tmp_path / "g.jpg")]) == 2

@@ -384,6 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        if os.environ.get("RNNKIT_DEBUG"):
+            raise
+        print(f"error: out of memory ({e or 'an array too large'}): the sizes asked for do not "
+              "fit in this machine's memory; use smaller sizes (hidden size, budget, batch, "
+              "length)", file=sys.stderr)
+        return 2
     except (CLIError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
         if os.environ.get("RNNKIT_DEBUG"):
             raise

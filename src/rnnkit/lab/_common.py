@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +33,11 @@ def hidden_for_budget(cell: str, input_size: int, output_size: int, budget: int)
     """
     if cell not in GATES:
         raise ValueError(f"cell must be one of {CELL_NAMES}; got {cell!r}")
+    smallest = cell_parameters(cell, input_size, 1, output_size)
+    if budget < smallest:
+        raise ValueError(f"a budget of {budget:,} parameters is too small for a {cell} of one "
+                         f"hidden unit ({smallest:,} parameters with input {input_size} and "
+                         f"output {output_size}); give a budget of at least {smallest:,}")
     G, D, O = GATES[cell], input_size, output_size
     # G H^2 + (G (D + 2) + O) H + O - budget = 0
     b = G * (D + 2) + O
@@ -38,7 +46,7 @@ def hidden_for_budget(cell: str, input_size: int, output_size: int, budget: int)
         H -= 1
     while cell_parameters(cell, D, H + 1, O) <= budget:
         H += 1
-    return max(H, 1)
+    return max(H, 1)                       # H = 1 fits: checked above
 
 
 @dataclass
@@ -59,15 +67,6 @@ class Curve:
 
     def best(self) -> float:
         return min(self.losses) if self.losses else math.nan
-
-
-def ema(values: list[float], beta: float = 0.9) -> list[float]:
-    """Exponential moving average, bias-corrected (what a smoothed curve shows)."""
-    out, m = [], 0.0
-    for i, v in enumerate(values, 1):
-        m = beta * m + (1 - beta) * v
-        out.append(m / (1 - beta ** i))
-    return out
 
 
 def plot_curves(curves: list[Curve], png: str, *, title: str, ylabel: str,
@@ -92,8 +91,49 @@ def plot_curves(curves: list[Curve], png: str, *, title: str, ylabel: str,
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
+
+
+def add_remember_bias(rnn: Any, cell: str, value: float) -> None:
+    """Add ``value`` to the bias of the gate that keeps the old state, in every layer and
+    direction: the LSTM's forget gate f (gate order i, f, g, o) and the GRU's update gate z
+    (order r, z, n; z = 1 keeps h). The usual remember-by-default start (Gers et al. 2000,
+    Jozefowicz et al. 2015); the tanh RNN has no such gate and is left as it is."""
+    if cell not in ("lstm", "gru") or not value:
+        return
+    H = rnn.hidden_size
+    for name, p in rnn.named_parameters():
+        if name.startswith("bias_ih"):
+            p[H: 2 * H] += value
+
+
+def check_png(flag: str, path: str) -> None:
+    """Fail before any work if the plot cannot be written where asked."""
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise ValueError(f"{flag} {path!r}: expected a file name ending in .png; got suffix "
+                         f"{p.suffix or '(none)'!r}")
+    if p.is_dir():
+        raise ValueError(f"{flag} {path!r} is a directory; give a file name such as "
+                         f"{str(p / 'plot.png')!r}")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path!r}: directory {str(parent)!r} does not exist; create "
+                         "it first or give another path")
+
+
+def save_figure(fig: Any, png: str) -> None:
+    """Write a matplotlib figure atomically (a temp file renamed over the target) and close it."""
+    import matplotlib.pyplot as plt
+
+    target = Path(png)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, target)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def check_cells(cells: list[str] | tuple[str, ...]) -> tuple[str, ...]:

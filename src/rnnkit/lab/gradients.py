@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..recurrent import GRUCell, LSTMCell, RNNCell
+from ._common import add_remember_bias, check_png, save_figure
 
 Array = np.ndarray
 CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
@@ -32,8 +33,11 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     """||dL/dh_t|| for t = 0..T-1 with L = w . h_{T-1} (a random unit w).
 
     ``recurrent_scale`` multiplies the recurrent weights (``weight_hh``) after the usual
-    initialisation; ``clip`` rescales dL/dh_t to at most that norm at each step of the walk
-    back (what per-step gradient clipping does to the chain). ``gate_bias`` is added to the
+    initialisation; ``clip`` caps the norm of dL/dh_t at every step of the walk back, as
+    Graves (2013) clipped the derivatives inside BPTT, so what reaches earlier steps is bounded.
+    (Training in rnnkit clips differently, as PyTorch does: ``clip_grad_norm_`` rescales the
+    summed parameter gradient once, keeping its direction, which is dominated by the exploding
+    far steps.) ``gate_bias`` is added to the
     bias of the gate that keeps the old state: the LSTM's forget gate f and the GRU's update
     gate z (the usual "remember by default" initialisation, Gers et al. 2000); the tanh RNN
     has no such gate.
@@ -45,11 +49,7 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     rng = np.random.default_rng(seed)
     m: Any = CELLS[cell](input_size, hidden_size, dtype=np.float64, rng=rng)
     m.weight_hh[...] *= recurrent_scale
-    H = hidden_size
-    if cell == "lstm":
-        m.bias_ih[H: 2 * H] += gate_bias          # f (gate order i, f, g, o)
-    elif cell == "gru":
-        m.bias_ih[H: 2 * H] += gate_bias          # z (gate order r, z, n)
+    add_remember_bias(m, cell, gate_bias)
     x = rng.standard_normal((T, 1, input_size))
     state: Any = None
     caches = []
@@ -100,15 +100,14 @@ def plot_gradients(results: list[tuple[str, GradientNorms]], png: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 # ---- rnnkit lab gradients ----------------------------------------------------------------
 
 
 def add_commands(sub: Any) -> None:
-    from ..cli import _float, _positive_int
+    from ..cli import _float, _nonneg_int, _positive_int
 
     g = sub.add_parser("gradients", help="||dL/dh_t|| over time for RNN, GRU, LSTM")
     g.add_argument("--T", type=_positive_int, default=150, help="sequence length")
@@ -117,25 +116,26 @@ def add_commands(sub: Any) -> None:
                    help="added to the LSTM forget / GRU update gate bias (remember by default)")
     g.add_argument("--scale", type=_float(0, lo_open=True), default=4.0,
                    help="recurrent weight scale of the exploding experiment")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    g.add_argument("--seed", type=_nonneg_int, default=0, help="seed of weights and inputs")
     g.add_argument("--png", default="lab_gradients.png", help="where to write the plot")
     g.set_defaults(func=cmd_lab_gradients)
 
 
 def cmd_lab_gradients(args: Any) -> int:
     """||dL/dh_t|| over t for RNN, GRU and LSTM: vanishing and exploding made visible."""
+    check_png("--png", args.png)
     kw = {"T": args.T, "hidden_size": args.hidden_size, "seed": args.seed}
     runs = [(c, gradient_norms(c, gate_bias=args.gate_bias, **kw)) for c in ("rnn", "gru", "lstm")]
     print(f"||dL/dh_t|| for a loss on the last of T={args.T} steps (H={args.hidden_size}; GRU and "
           f"LSTM with +{args.gate_bias:g} on the update/forget gate bias):")
     print(gradients_table([r for _, r in runs], every=max(1, args.T // 6)))
     big = []
-    for label, clip in ((f"rnn x{args.scale:g}", None), ("rnn+clip", 1.0)):
+    for label, clip in ((f"rnn x{args.scale:g}", None), (f"x{args.scale:g} capped", 1.0)):
         r = gradient_norms("rnn", recurrent_scale=args.scale, clip=clip, **kw)
         r.cell = label
         big.append((label, r))
-    print(f"\nexploding: tanh RNN with its recurrent weights scaled by {args.scale:g}, without and "
-          "with per-step clipping of the gradient norm to 1:")
+    print(f"\nexploding: tanh RNN with its recurrent weights scaled by {args.scale:g}, as it is "
+          "and with ||dL/dh_t|| capped at 1 at every step of BPTT (Graves 2013):")
     print(gradients_table([r for _, r in big], every=max(1, args.T // 6)))
     try:
         plot_gradients(runs + big, args.png)
