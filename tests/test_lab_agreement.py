@@ -63,6 +63,29 @@ def test_attractors_of_the_opposite_number_occur_in_the_clause():
     assert 0.35 < np.mean(last_noun_wrong) < 0.65
 
 
+def _last_noun_shortcut(s, b: int) -> int:
+    """What "copy the number of the last noun before the verb" predicts for sentence b."""
+    return [NUMBER[i] for i in s.ids[: s.lengths[b], b] if i in NUMBER][-1]
+
+
+def test_every_clause_of_three_words_has_a_noun_so_the_last_noun_is_chance():
+    """L <= 2 cannot hold a noun (the last noun is the subject: the shortcut is always right);
+    from L = 3 on every clause has an attractor of random number: the shortcut is a coin."""
+    rng = np.random.default_rng(7)
+    for L in range(0, 41):
+        n = 2000 if L >= 3 else 200
+        s = make_sentences(rng, np.full(n, L))
+        in_clause = [any(i in NUMBER for i in s.ids[s.subject[b] + 1: s.lengths[b], b])
+                     for b in range(n)]
+        acc = np.mean([_last_noun_shortcut(s, b) == s.labels[b] for b in range(n)])
+        if L <= 2:
+            assert not any(in_clause) and acc == 1.0, L
+        else:
+            assert all(in_clause), L
+            assert 0.44 < acc < 0.56, (L, acc)
+            assert np.array_equal(s.clause, np.full(n, L))        # still exactly L words
+
+
 def test_the_prefix_puts_nouns_before_the_subject():
     s = sentences(prefix=True)
     assert set(np.unique(s.subject)) == {1, 5, 8}            # 0, 1 or 2 prefix nouns
@@ -98,6 +121,18 @@ def test_training_learns_short_clauses_beyond_chance():
     assert again.accuracy == r.accuracy and again.curve.losses == r.curve.losses
 
 
+def test_forget_bias_reaches_the_gru_update_gate_and_streams_are_per_cell():
+    kw = dict(max_clause=4, steps=2, budget=600, batch=4, eval_per_length=4, log_every=1)
+    plain, biased = train_agreement("gru", **kw), train_agreement("gru", forget_bias=3.0, **kw)
+    assert plain.curve.losses != biased.curve.losses
+    rnn_a, rnn_b = train_agreement("rnn", **kw), train_agreement("rnn", forget_bias=3.0, **kw)
+    assert rnn_a.curve.losses == rnn_b.curve.losses            # the tanh RNN has no such gate
+    with pytest.raises(ValueError, match="too small"):
+        train_agreement("lstm", budget=50)
+    with pytest.raises(ValueError, match="seed"):
+        train_agreement("rnn", seed=-1)
+
+
 def test_table_rows_are_clause_buckets():
     assert buckets(12) == [(0, 0), (1, 5), (6, 10), (11, 12)]
     r = train_agreement("rnn", max_clause=6, steps=2, budget=300, eval_per_length=4)
@@ -118,8 +153,27 @@ def test_lab_agreement_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--max-clause", "-1"], ["--lr", "0"],
-                                 ["--budget", "x"], ["--cells", "tcn"], ["--batch", "-3"]])
+                                 ["--budget", "x"], ["--cells", "tcn"], ["--batch", "-3"],
+                                 ["--budget", "10"], ["--seed", "-1"],
+                                 ["--budget", "30"]])            # fits a tanh RNN, not a GRU
 def test_lab_agreement_bad_arguments(tmp_path, capsys, bad):
     png = tmp_path / "a.png"
     assert main(["lab", "agreement", *bad, "--png", str(png)]) == 2
-    assert "error:" in capsys.readouterr().err and not png.exists()
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error:") and "Traceback" not in err
+    assert not png.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("png, message", [("/no/dir/a.png", "does not exist"),
+                                          ("{tmp}/a.jpg", ".png"),
+                                          ("{tmp}/d.png", "is a directory")])
+def test_lab_agreement_bad_png_fails_before_any_work(tmp_path, capsys, monkeypatch, png,
+                                                     message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.png").mkdir()
+    before = sorted(tmp_path.iterdir())
+    assert main(["lab", "agreement", "--steps", "1", "--max-clause", "2",
+                 "--png", png.format(tmp=tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: --png") and message in err
+    assert sorted(tmp_path.iterdir()) == before

@@ -12,9 +12,14 @@ The clause is built from chunks until it holds exactly L words: a past-tense ver
 ``saw``, ... : no number to agree with), an adverb, ``and``, an object ``the NOUN`` or a
 prepositional phrase ``near the NOUN``. Its nouns are ATTRACTORS: drawn from the same nouns as
 the subjects (plus a few inanimate ones), singular or plural with probability 1/2 each,
-independently of the subject. So "remember the last noun" is right only about half the time
-on sentences with an attractor, and the network must carry the subject's number from step 1
-across the whole clause (L + 3 steps) and ignore the nouns it reads on the way.
+independently of the subject. Every clause of L >= 3 words holds at least one of them (a clause
+the grammar builds without a noun is drawn again), so the shortcut "copy the number of the last
+noun" is right half the time at every L >= 3. A clause of L <= 2 words cannot hold a noun
+(``VERB``, ``ADV VERB``, ``VERB ADV``): there the last noun IS the subject and the shortcut is
+100 % right, so lengths 0-2 test nothing beyond reading the subject. From L = 3 on, the network
+must carry the subject's number from the subject itself (step 1, 5 or 8: after 0, 1 or 2 nouns
+of the prefix) across the whole clause (L + 3 steps to the verb) and ignore the nouns it reads
+on the way.
 
 A recurrent classifier reads the tokens and predicts the verb from its last hidden state, every
 cell with the same number of parameters (:func:`rnnkit.lab._common.hidden_for_budget`).
@@ -41,7 +46,16 @@ import numpy as np
 
 from ..classify import SequenceClassifier
 from ..optim import Adam, clip_grad_norm_
-from ._common import CELL_NAMES, Curve, cell_parameters, check_cells, hidden_for_budget
+from ._common import (
+    CELL_NAMES,
+    Curve,
+    add_remember_bias,
+    cell_parameters,
+    check_cells,
+    check_png,
+    hidden_for_budget,
+    save_figure,
+)
 
 Array = np.ndarray
 
@@ -106,8 +120,19 @@ def _clause(rng: np.random.Generator, L: int) -> list[int]:
     Start: ``[ADV] VERB``; then, until L words, any move that fits and leaves a length that
     can still be filled: ``ADV`` (a trailing adverb), ``the NOUN`` (right after a verb),
     ``PREP the NOUN``, ``and [ADV] VERB``. After a trailing adverb only ``and [ADV] VERB`` may
-    follow. Each noun's number is a coin flip, independent of the subject.
+    follow. Each noun's number is a coin flip, independent of the subject. For L >= 3 a clause
+    without a noun is drawn again (at most a few times: at L = 3, 1 in 4 draws has one), so
+    every such clause holds an attractor; L <= 2 words cannot hold one.
     """
+    for _ in range(1000):
+        out = _clause_draw(rng, L)
+        if L < 3 or any(w in NUMBER for w in out):
+            return out
+    raise RuntimeError(f"no clause of {L} words with a noun in 1000 draws")   # p < 0.75^1000
+
+
+def _clause_draw(rng: np.random.Generator, L: int) -> list[int]:
+    """One draw of the grammar of :func:`_clause`, with or without a noun."""
 
     def noun() -> list[int]:
         return [_THE, int(_NOUN_IDS[rng.integers(2), rng.integers(len(_NOUNS))])]
@@ -228,6 +253,30 @@ def evaluate(model: SequenceClassifier, rng: np.random.Generator, max_clause: in
     return acc
 
 
+# the named random streams of a run (numpy's SeedSequence of the list): independent of each
+# other and of every other seed's, so no seed's training data is another seed's test set
+TRAIN_STREAM, TEST_STREAM, EXAMPLE_STREAM = 100, 200, 300
+
+
+def check_agreement_settings(cells: list[str] | tuple[str, ...], *, max_clause: int = 40,
+                             steps: int = 2000, budget: int = 6000, batch: int = 32,
+                             embedding_dim: int = 16, eval_per_length: int = 200,
+                             log_every: int = 100, seed: int = 0) -> tuple[str, ...]:
+    """Validate the settings of :func:`train_agreement` for every cell of ``cells`` (the budget
+    must fit one hidden unit of each) before any training; returns the cells."""
+    cells = check_cells(tuple(cells))
+    for name, v in (("max_clause", max_clause), ("steps", steps), ("budget", budget),
+                    ("batch", batch), ("embedding_dim", embedding_dim),
+                    ("eval_per_length", eval_per_length), ("log_every", log_every),
+                    ("seed", seed)):
+        low = 0 if name in ("max_clause", "seed") else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+    for cell in cells:
+        hidden_for_budget(cell, embedding_dim, 2, budget)      # raises if not one unit fits
+    return cells
+
+
 def train_agreement(cell: str, *, max_clause: int = 40, steps: int = 2000,
                     budget: int = 6000, batch: int = 32, lr: float = 3e-3,
                     embedding_dim: int = 16, clip: float = 1.0, forget_bias: float = 0.0,
@@ -237,29 +286,32 @@ def train_agreement(cell: str, *, max_clause: int = 40, steps: int = 2000,
     length in [0, max_clause], then measure held-out accuracy per clause length.
 
     The hidden size is the largest whose recurrent layer + linear head fit ``budget``
-    parameters, so the cells differ in structure, not size. Adam at ``lr``, the gradient's
-    global norm clipped to ``clip``. ``forget_bias`` is added to the LSTM's forget-gate bias
-    (Gers et al.'s remember-by-default); 0 keeps PyTorch's initialisation. Weights come from
-    ``seed``, training sentences from ``seed + 1``, test sentences from ``seed + 2``: every
-    cell sees the same data. ``prefix`` as in :func:`make_sentences`.
+    parameters (a ``ValueError`` if not even one unit fits), so the cells differ in structure,
+    not size. Adam at ``lr``, the gradient's global norm clipped to ``clip``. ``forget_bias``
+    is added to the bias of the gate that keeps the old state, the LSTM's forget gate and the
+    GRU's update gate (:func:`~rnnkit.lab._common.add_remember_bias`, Gers et al.'s
+    remember-by-default; the tanh RNN has none); 0 keeps PyTorch's initialisation.
+
+    Random streams, all named by ``seed`` (``np.random.default_rng([seed, ...])``): the
+    weights by ``[seed, cell index, 0]`` (cell index in ``CELL_NAMES``); the training
+    sentences by ``[seed, 100]`` and the test sentences by ``[seed, 200]``, the same for every
+    cell, so every cell trains on the same sentences and is scored on the same test set. The
+    streams are independent: no seed's test set is another seed's training data.
+    ``prefix`` as in :func:`make_sentences`.
     """
     if cell not in CELL_NAMES:
         raise ValueError(f"cell must be one of {CELL_NAMES}; got {cell!r}")
-    for name, v in (("max_clause", max_clause), ("steps", steps), ("budget", budget),
-                    ("batch", batch), ("embedding_dim", embedding_dim),
-                    ("eval_per_length", eval_per_length), ("log_every", log_every)):
-        low = 0 if name == "max_clause" else 1
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+    check_agreement_settings([cell], max_clause=max_clause, steps=steps, budget=budget,
+                             batch=batch, embedding_dim=embedding_dim,
+                             eval_per_length=eval_per_length, log_every=log_every, seed=seed)
     H = hidden_for_budget(cell, embedding_dim, 2, budget)
     model = SequenceClassifier(2, vocab_size=len(VOCAB), embedding_dim=embedding_dim,
                                hidden_size=H, cell=cell, pooling="last",
-                               rng=np.random.default_rng(seed))
-    if cell == "lstm" and forget_bias:
-        bias = dict(model.named_parameters())["rnn.bias_ih_l0"]
-        bias[H: 2 * H] += forget_bias                    # f (gate order i, f, g, o)
+                               rng=np.random.default_rng([seed, CELL_NAMES.index(cell), 0]))
+    add_remember_bias(model.rnn, cell, forget_bias)
     opt = Adam(model, lr=lr)
-    data_rng, test_rng = np.random.default_rng(seed + 1), np.random.default_rng(seed + 2)
+    data_rng = np.random.default_rng([seed, TRAIN_STREAM])
+    test_rng = np.random.default_rng([seed, TEST_STREAM])
     curve = Curve(cell, H, cell_parameters(cell, embedding_dim, H, 2))
     t0 = time.perf_counter()
     model.train()
@@ -323,8 +375,7 @@ def plot_agreement(results: list[AgreementResult], png: str, title: str = "") ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 # ---- rnnkit lab agreement ------------------------------------------------------------------
@@ -345,22 +396,29 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--lr", type=_float(0, lo_open=True), default=3e-3, help="Adam's lr")
     a.add_argument("--embedding-dim", type=_positive_int, default=16, help="word embedding size")
     a.add_argument("--forget-bias", type=_float(), default=0.0,
-                   help="added to the LSTM forget-gate bias at initialisation")
+                   help="added to the LSTM forget / GRU update gate bias at initialisation")
     a.add_argument("--no-prefix", dest="prefix", action="store_false",
                    help="no nouns before the subject (it is then always the first noun)")
     a.add_argument("--eval", type=_positive_int, default=200, dest="eval_per_length",
                    help="held-out sentences per clause length")
-    a.add_argument("--seed", type=int, default=0, help="seed of weights and sentences")
+    a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of weights and sentences")
     a.add_argument("--png", default="lab_agreement.png", help="where to write the plot")
     a.set_defaults(func=cmd_lab_agreement)
 
 
 def cmd_lab_agreement(args: Any) -> int:
-    """Train each cell at the same budget, print accuracy per clause length, write the PNG."""
-    cells = check_cells(args.cells)
+    """Train each cell at the same budget, print accuracy per clause length, write the PNG.
+
+    Everything (the plot's path, every cell's budget, the other settings) is checked before
+    anything is printed: a bad setting prints one ``error: ...`` line and nothing else."""
+    check_png("--png", args.png)
+    cells = check_agreement_settings(args.cells, max_clause=args.max_clause, steps=args.steps,
+                                     budget=args.budget, batch=args.batch,
+                                     embedding_dim=args.embedding_dim,
+                                     eval_per_length=args.eval_per_length, seed=args.seed)
     start = time.perf_counter()
-    example = make_sentences(np.random.default_rng(args.seed + 1), [min(args.max_clause, 6)],
-                             prefix=args.prefix)
+    example = make_sentences(np.random.default_rng([args.seed, EXAMPLE_STREAM]),
+                             [min(args.max_clause, 6)], prefix=args.prefix)
     print(f"agreement: was / were after a clause of L = 0..{args.max_clause} words, e.g. "
           f"'{example.text(0)}'")
     print(f"{args.steps} steps x {args.batch} sentences per cell | adam lr {args.lr:g}, clip 1 | "
