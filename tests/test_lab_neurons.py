@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,9 +20,11 @@ from rnnkit.lab.neurons import (
     render_png,
     text_features,
     top_units,
+    validation_start,
 )
 from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.text import Vocab, build_vocab, tokenize
+from rnnkit.text import Vocab, build_vocab, tokenize, tokenize_lines
+from rnnkit.train import TrainConfig, model_from_checkpoint, prepare_data
 
 ENGLISH = "".join(
     ("KING:\n" if i % 3 == 0 else "")
@@ -26,6 +32,10 @@ ENGLISH = "".join(
     + ("\n" if i % 3 == 2 else "")
     for i in range(60))
 CHINESE = "".join(f"李白：\n床前明月光（{i}），疑是「地上霜」。\n\n" for i in range(40))
+# lines of very different lengths (long ones first, many short ones last) and blank lines: the
+# validation part by lines is far from the last 20 % of the characters
+SENTENCES = "".join((f"line {i} " + "of the long ones and more words " * 6 if i < 30
+                     else f"short {i}") + ("\n\n" if i % 7 == 0 else "\n") for i in range(90))
 
 
 def _train(tmp_path, name: str, text: str, *extra: str) -> str:
@@ -45,7 +55,10 @@ def runs(tmp_path_factory):
     return {"char": _train(tmp, "char", ENGLISH, "--num-layers", "2"),
             "word": _train(tmp, "word", ENGLISH, "--level", "word", "--cell", "gru",
                            "--num-layers", "1"),
-            "zh": _train(tmp, "zh", CHINESE, "--cell", "rnn")}
+            "zh": _train(tmp, "zh", CHINESE, "--cell", "rnn"),
+            # sentence mode, val fraction 0.2: a character split would start in training lines
+            "sentence": _train(tmp, "sentence", SENTENCES, "--mode", "sentence", "--seq-len",
+                               "200", "--val-fraction", "0.2", "--cell", "gru")}
 
 
 # ---- activations ---------------------------------------------------------------------------
@@ -139,6 +152,21 @@ def test_line_features():
     assert not absent["quote"].present and absent["quote"].coverage() == "absent"
 
 
+def test_word_level_features_count_words_and_say_so():
+    tokens = tokenize("I don't know , my lord .\nGo", "word")
+    assert tokens == ["I", "don't", "know", ",", "my", "lord", ".", "\n", "Go"]
+    f = {f.name: f for f in text_features(tokens, "word")}
+    assert f["word_pos"].values.astype(int).tolist() == [1, 2, 3, 0, 1, 2, 0, 0, 1]
+    assert f["word_end"].values.astype(int).tolist() == [0, 0, 1, 0, 0, 1, 0, 0, 0]
+    assert "punctuation" in f["word_pos"].description
+    assert "punctuation" in f["word_end"].description
+    char = {f.name: f for f in text_features(list("ab"))}
+    assert "letters" in char["word_pos"].description
+    assert "punctuation" not in char["word_pos"].description
+    with pytest.raises(ValueError, match="level"):
+        text_features(tokens, "byte")
+
+
 # ---- correlations --------------------------------------------------------------------------
 
 
@@ -195,6 +223,30 @@ def _cli(tmp_path, *args: str) -> tuple[int, list[str]]:
     return code, sorted(p.name for p in (html, png) if p.exists())
 
 
+def _table(out: str) -> tuple[str, dict[str, list[str]], dict[str, str]]:
+    """The printed table: its header, its rows by feature (the row's fields after the name)
+    and the legend's descriptions by feature."""
+    lines = out.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("feature "))
+    rows, legend, k = {}, {}, i + 1
+    while lines[k]:
+        name, *rest = lines[k].split()
+        rows[name] = rest
+        k += 1
+    for line in lines[k + 1:]:
+        if not line.startswith("  "):
+            break
+        name, desc = line.split(None, 1)
+        legend[name] = desc
+    assert set(rows) == set(legend)
+    return lines[i], rows, legend
+
+
+def _found(row: list[str]) -> bool:
+    """A row with units: coverage, then 'lN kind[i] r' per unit (and the untrained column)."""
+    return row[0] != "absent" and any(f.startswith(("c[", "h[")) for f in row)
+
+
 def test_cli_char_run_writes_both_files_and_prints_the_table(runs, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text(ENGLISH[:900], encoding="utf-8")
@@ -202,27 +254,83 @@ def test_cli_char_run_writes_both_files_and_prints_the_table(runs, tmp_path, cap
     out = capsys.readouterr().out
     assert code == 0 and files == ["n.html", "n.png"]
     assert "2 x 8 LSTM" in out and ("l1 c[" in out or "l0 c[" in out)
-    for name in ("quote", "bracket", "line_pos", "newline_next", "caps_line", "untrained"):
-        assert name in out
+    head, rows, legend = _table(out)
+    assert head.rstrip().endswith("untrained")
+    for name in ("quote", "bracket", "line_pos", "newline_next", "caps_line", "word_pos"):
+        assert _found(rows[name]), (name, rows[name])
+        assert sum(f.startswith(("c[", "h[")) for f in rows[name]) == 2        # --top 2
+    assert legend["word_pos"].startswith("letters/digits")                    # char level
     page = (tmp_path / "n.html").read_text(encoding="utf-8")
     assert "line_pos &mdash; l" in page
 
 
-def test_cli_default_text_is_the_corpus_tail_and_absent_features_are_reported(
+def test_cli_features_missing_from_the_text_are_reported_absent(runs, tmp_path, capsys):
+    text = tmp_path / "plain.txt"                  # no quotes, no brackets, no all-caps line
+    text.write_text("the king and the queen\nwent to the lord\n" * 20, encoding="utf-8")
+    code, files = _cli(tmp_path, runs["char"], "--text", str(text))
+    out = capsys.readouterr().out
+    assert code == 0 and files == ["n.html", "n.png"]
+    _, rows, _ = _table(out)
+    for name in ("quote", "bracket", "caps_line"):
+        assert rows[name][0] == "absent" and not _found(rows[name]), (name, rows[name])
+    for name in ("line_pos", "newline_next", "word_pos", "word_end"):
+        assert _found(rows[name]), (name, rows[name])
+
+
+def test_cli_default_text_is_the_validation_part_of_a_word_stream_model(
         runs, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, files = _cli(tmp_path, runs["word"], "--length", "300")
     out = capsys.readouterr().out
     assert code == 0 and files == ["n.html", "n.png"]
     assert "validation" in out and "1 x 8 GRU, word level" in out
+    _, _, legend = _table(out)
+    assert "punctuation" in legend["word_pos"] and "punctuation" in legend["word_end"]
+    # stream mode: the last 5 % of the TOKENS (as train.py splits them), from a whole line on
+    _, _, meta = model_from_checkpoint(runs["word"])
+    corpus = meta["train"]["corpus"]
+    text = Path(corpus).read_text(encoding="utf-8")
+    tokens = tokenize(text, "word")
+    first_val = len(tokens) - round(len(tokens) * 0.05)
+    start = validation_start(text, "word", "stream", 0.05)
+    rest = tokenize(text[start:], "word")
+    assert tokens[len(tokens) - len(rest):] == rest and len(tokens) - len(rest) >= first_val
+    assert start == 0 or text[start - 1] == "\n"
+
+
+def test_cli_default_text_of_a_sentence_model_starts_at_the_first_validation_line(
+        runs, tmp_path, capsys):
+    _, vocab, meta = model_from_checkpoint(runs["sentence"])
+    cfg = TrainConfig.from_json(meta["train"])
+    assert cfg.mode == "sentence" and cfg.val_fraction == 0.2
+    val = prepare_data(cfg).val                                   # what rnnkit train held out
+    first_val_line = vocab.decode(val.lines[0])                  # type: ignore[union-attr]
+    text = Path(cfg.corpus).read_text(encoding="utf-8")
+    lines = tokenize_lines(text, "char")
+    n_val = round(len(lines) * 0.2)
+    assert "".join(lines[len(lines) - n_val]) == first_val_line
+    # a split by characters would start inside the training lines
+    by_chars = text[int(len(text) * 0.8):]
+    assert first_val_line not in by_chars.split("\n")[1:2]
+    start = validation_start(text, "char", "sentence", 0.2)
+    assert text[start:].split("\n")[0] == first_val_line
+    code, files = _cli(tmp_path, runs["sentence"], "--length", "400")
+    out = capsys.readouterr().out
+    assert code == 0 and files == ["n.html", "n.png"]
+    assert "validation part" in out and "lines" in out
+    page = (tmp_path / "n.html").read_text(encoding="utf-8")
+    pre = page[page.index("<pre>") + 5:].lstrip("\n")
+    shown = "".join(re.sub(r"<[^>]+>", "", pre.split("</pre>")[0]))
+    assert html.unescape(shown).startswith(first_val_line)
 
 
 def test_cli_chinese(runs, tmp_path, capsys):
     code, files = _cli(tmp_path, runs["zh"], "--length", "200")
     out = capsys.readouterr().out
     assert code == 0 and files == ["n.html", "n.png"]
-    assert "caps_line" in out and "absent" in out          # no cased letters in Chinese
-    assert "quote" in out and "2 x 8 RNN" in out
+    _, rows, _ = _table(out)
+    assert rows["caps_line"][0] == "absent"                # no cased letters in Chinese
+    assert _found(rows["quote"]) and _found(rows["bracket"]) and "2 x 8 RNN" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -231,6 +339,7 @@ def test_cli_chinese(runs, tmp_path, capsys):
     (["{run}", "--text", "{bad}"], "never saw: '#' '~'"),
     (["{run}", "--text", "{nofile}"], "no such file"),
     (["{run}", "--start", "100000", "--text", "{good}"], "start must be in"),
+    (["{run}", "--seed", "-1"], "expected an integer >= 0"),
 ])
 def test_cli_errors_write_nothing(runs, tmp_path, capsys, args, message):
     bad, good = tmp_path / "bad.txt", tmp_path / "good.txt"

@@ -14,7 +14,7 @@ is the bar a trained unit has to clear before it counts as learned.
 
     enc = encode_text(vocab, text)                        # tokens, ids, reset points
     acts = record_activations(model, enc)                 # (T, U) values of U units
-    found = top_units(acts, text_features(enc.tokens), k=3,
+    found = top_units(acts, text_features(enc.tokens, enc.level), k=3,
                       control=record_activations(untrained, enc))
     print(neurons_table(found))
     html, png = render_html(acts, found), render_png(acts, found)
@@ -25,6 +25,7 @@ from __future__ import annotations
 import html as _html
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
+from ._common import check_png
 
 Array = np.ndarray
 
@@ -222,7 +224,10 @@ def _close(stack: list[str], closer: str) -> None:
             pass
 
 
-def text_features(tokens: list[str]) -> list[Feature]:
+_WORD_TOKEN = re.compile(r"\w")
+
+
+def text_features(tokens: list[str], level: str = "char") -> list[Feature]:
     """The features every token gets, computed in one pass over the text.
 
     The value at token t describes the text up to and including t (the state the model has
@@ -231,8 +236,20 @@ def text_features(tokens: list[str]) -> list[Feature]:
     forms nest; a closer that opened nothing is ignored; an unclosed quote or bracket ends
     at a blank line (a new paragraph), so one stray mark cannot cover the rest of the text.
     Single quotes are not quotes here: in English they are mostly apostrophes ('tis, o'er).
+
+    ``word_pos`` and ``word_end`` depend on the ``level`` the tokens are of: at char level a
+    run of letters/digits is a word, so they are the position in the word and "a word ends
+    here"; at word level every token is a whole word or one punctuation mark, so they are the
+    words since the last punctuation mark or newline and "punctuation or a newline comes
+    next" (a phrase ends here). The descriptions say which.
     """
+    if level not in ("char", "word"):
+        raise ValueError(f"level must be 'char' or 'word'; got {level!r}")
     T = len(tokens)
+    if level == "char":
+        is_word = [tok.isalnum() for tok in tokens]
+    else:                                      # a word token: letters, digits, _ and inner '
+        is_word = [bool(_WORD_TOKEN.match(tok)) for tok in tokens]
     quote, bracket, line_pos, nl_next, caps, word_pos, word_end, para_line = (
         np.zeros(T) for _ in range(8))
     qs: list[str] = []
@@ -264,11 +281,11 @@ def text_features(tokens: list[str]) -> list[Feature]:
                     bs.append(BRACKET_PAIRS[ch])
                 elif ch in closers_b:
                     _close(bs, ch)
-        run = run + 1 if tok.isalnum() else 0
+        run = run + 1 if is_word[t] else 0
         quote[t], bracket[t], line_pos[t], word_pos[t] = bool(qs), bool(bs), pos, run
         para_line[t] = para
         nl_next[t] = t + 1 < T and tokens[t + 1] == "\n"
-        word_end[t] = run > 0 and t + 1 < T and not tokens[t + 1].isalnum()
+        word_end[t] = run > 0 and t + 1 < T and not is_word[t + 1]
     # all-caps lines: the speaker names of the Shakespeare corpus ("ROMEO:")
     a = 0
     while a < T:
@@ -288,10 +305,12 @@ def text_features(tokens: list[str]) -> list[Feature]:
         Feature("newline_next", "the next token is a newline (a line ends here)", nl_next,
                 True),
         Feature("caps_line", "in an all-caps line (a speaker's name: ROMEO:)", caps, True),
-        Feature("word_pos", "letters/digits since the word began (0 outside words)",
-                word_pos, False),
-        Feature("word_end", "a word ends here (the next token is no letter or digit)",
-                word_end, True),
+        Feature("word_pos", "letters/digits since the word began (0 outside words)"
+                if level == "char" else "words since the last punctuation mark or newline "
+                "(0 on punctuation)", word_pos, False),
+        Feature("word_end", "a word ends here (the next token is no letter or digit)"
+                if level == "char" else "a word before punctuation or a newline (the next "
+                "token is no word)", word_end, True),
         Feature("para_line", "lines since the last blank line (line within a speech)",
                 para_line, False),
     ]
@@ -567,23 +586,68 @@ def add_commands(sub: Any) -> None:
                        "correlation with features of the text. Prints a table, writes an HTML "
                        "page of the text coloured by each top unit and a PNG heatmap.")
     n.add_argument("run", help="run directory of rnnkit train or a .safetensors file")
-    n.add_argument("--text", default=None, help="UTF-8 text to read [default: the validation "
-                   "tail of the checkpoint's corpus]")
+    n.add_argument("--text", default=None, help="UTF-8 text to read [default: the checkpoint's "
+                   "validation part of its corpus, split as rnnkit train split it]")
     n.add_argument("--start", type=_nonneg_int, default=0,
                    help="skip this many tokens of the text first")
-    n.add_argument("--length", type=_positive_int, default=4000, help="tokens to read")
+    n.add_argument("--length", type=_positive_int, default=4000,
+                   help="tokens to read (characters or words, the model's level)")
     n.add_argument("--top", type=_positive_int, default=3, help="units shown per feature")
     n.add_argument("--html", default="lab_neurons.html", help="where to write the HTML page")
     n.add_argument("--png", default="lab_neurons.png", help="where to write the heatmap")
     n.add_argument("--png-tokens", type=_positive_int, default=200,
                    help="tokens shown in the heatmap")
-    n.add_argument("--seed", type=int, default=0, help="seed of the untrained control model")
+    n.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seed of the untrained control model")
     n.set_defaults(func=cmd_lab_neurons)
 
 
-def _default_text(meta: dict[str, Any]) -> tuple[str, str]:
-    """The validation tail of the checkpoint's corpus (text the model did not train on),
-    from its first full line."""
+def validation_start(text: str, level: str, mode: str, val_fraction: float) -> int:
+    """Where the validation part of ``text`` begins, as a character offset, split exactly as
+    :func:`rnnkit.train.prepare_data` splits it (:func:`~rnnkit.text.split_ids` holds out the
+    last ``val_fraction``):
+
+    * stream mode: of the TOKENS (``tokenize(text, level)``); the offset is that of the first
+      validation token, then moved on to the first line that starts inside the validation part
+      (when there is one), so the text read begins with a whole line the model never trained on;
+    * sentence mode: of the non-empty LINES (``tokenize_lines``); the offset is that of the
+      first validation line's first non-blank character.
+
+    ``tokenize(text[offset:], level)`` is then the validation tokens (from that line on).
+    """
+    from ..text import _WORD, split_ids, tokenize, tokenize_lines
+
+    if mode == "sentence":
+        n = len(tokenize_lines(text, level))
+        _, val = split_ids(list(range(n)), val_fraction)
+        first, k, offset = val[0], 0, 0
+        for raw in text.split("\n"):
+            line = raw.strip()
+            if line and tokenize(line, level):
+                if k == first:
+                    return offset + len(raw) - len(raw.lstrip())
+                k += 1
+            offset += len(raw) + 1
+        raise AssertionError("unreachable: the first validation line was not found")
+    n_tokens = len(tokenize(text, level))
+    _, val_idx = split_ids(np.arange(n_tokens), val_fraction)
+    first = int(val_idx[0])
+    if level == "char":
+        start = first
+    else:
+        start = next(m.start() for i, m in enumerate(_WORD.finditer(text)) if i == first)
+    if start > 0 and text[start - 1] != "\n":
+        nl = text.find("\n", start)
+        if 0 <= nl < len(text) - 1:
+            start = nl + 1
+    return start
+
+
+def _default_text(meta: dict[str, Any], level: str) -> tuple[str, str]:
+    """The validation part of the checkpoint's corpus (text the model did not train on), split
+    as ``rnnkit train`` split it for the checkpoint's mode and level (:func:`validation_start`)."""
+    import zlib
+
     from ..cli import CLIError
     from ..corpora import load_corpus
 
@@ -598,14 +662,23 @@ def _default_text(meta: dict[str, Any]) -> tuple[str, str]:
     except (ValueError, OSError) as e:
         raise CLIError(f"the checkpoint's corpus {name!r} cannot be loaded ({e}); give "
                        "--text FILE") from None
+    text = corpus.text
+    crc = meta.get("data_crc")
+    if isinstance(crc, int) and zlib.crc32(text.encode("utf-8")) != crc:
+        raise CLIError(f"the checkpoint's corpus {name!r} is not the text the model was trained "
+                       "on (it changed since): its validation part cannot be found; give "
+                       "--text FILE")
     vf = train.get("val_fraction", 0.05)
     vf = vf if isinstance(vf, float) and 0 < vf < 1 else 0.05
-    text = corpus.text
-    tail = text[int(len(text) * (1 - vf)):]
-    nl = tail.find("\n")
-    if 0 <= nl < len(tail) - 1:
-        tail = tail[nl + 1:]
-    return tail, f"the last {vf:.0%} of corpus {name} (validation, unseen in training)"
+    mode = train.get("mode", "stream")
+    mode = mode if mode in ("stream", "sentence") else "stream"
+    try:
+        start = validation_start(text, level, mode, vf)
+    except ValueError as e:
+        raise CLIError(f"the checkpoint's corpus {name!r}: {e}; give --text FILE") from None
+    what = "lines" if mode == "sentence" else ("characters" if level == "char" else "tokens")
+    return text[start:], (f"corpus {name}, its validation part (the last {vf:.0%} of its "
+                          f"{what}, as rnnkit train held it out; unseen in training)")
 
 
 def cmd_lab_neurons(args: Any) -> int:
@@ -616,16 +689,16 @@ def cmd_lab_neurons(args: Any) -> int:
     html_path, png_path = Path(args.html), Path(args.png)
     if html_path.resolve() == png_path.resolve():
         raise CLIError(f"--html and --png are the same file {args.html}; give two paths")
-    for flag, p in (("--html", html_path), ("--png", png_path)):
-        if not p.parent.is_dir():
-            raise CLIError(f"{flag} {p}: directory {p.parent} does not exist")
-        if p.is_dir():
-            raise CLIError(f"{flag} {p} is a directory; give a file path")
+    check_png("--png", args.png)
+    if not html_path.parent.is_dir():
+        raise CLIError(f"--html {html_path}: directory {html_path.parent} does not exist")
+    if html_path.is_dir():
+        raise CLIError(f"--html {html_path} is a directory; give a file path")
     model, vocab, meta = _load(args.run)
     if args.text is not None:
         text, source = read_text(args.text), args.text
     else:
-        text, source = _default_text(meta)
+        text, source = _default_text(meta, vocab.level)
     try:
         enc = encode_text(vocab, text, args.start, args.length)
     except ValueError as e:
@@ -633,7 +706,7 @@ def cmd_lab_neurons(args: Any) -> int:
         raise CLIError(f"{where}: {e}") from None
     acts = record_activations(model, enc)
     control = record_activations(LanguageModel(model.config, rng=args.seed), enc)
-    found = top_units(acts, text_features(enc.tokens), args.top, control)
+    found = top_units(acts, text_features(enc.tokens, enc.level), args.top, control)
     if not any(fu.units for fu in found):
         raise CLIError(f"none of the features occurs in these {len(enc.tokens)} tokens; give a "
                        "longer --length or another --text")
