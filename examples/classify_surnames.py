@@ -8,6 +8,15 @@ belong to exactly one language; see rnnkit.datasets.load_surnames). Needs faker 
 scikit-learn (pip install "rnnkit[examples]"). Prints the n-gram baseline (its C chosen on a
 part of the training set), the loss and test accuracy of every epoch, the final test accuracy
 and the accuracy per language.
+
+Measured (faker 40.63, the fixed split; one core, about 50-70 s of training): the n-gram
+baseline 0.840 (C=0.3); the defaults 0.844, 0.845, 0.841 with seeds 0, 1, 2 (mean 0.843). That
+is level with the baseline, not clearly above it, and no setting tried beat it clearly: on a
+validation fifth of the training set (baseline 0.833) max pooling, dropout 0.1 or 0.5, hidden
+64 or 256, 2 layers, LSTM, AdamW weight decay 0.1 and batch 32 for 12 epochs all ended at
+0.822-0.834; on the test set max pooling gave 0.838, 0.844, 0.843 (mean 0.842) and batch 32
+for 12 epochs 0.848, 0.839, 0.838 (mean 0.841). The network fits the training names (train
+accuracy 0.96) but generalises no better than 1-3-gram counts on these names.
 """
 
 from __future__ import annotations
