@@ -6,6 +6,8 @@
     rnnkit score DIR FILE           log-likelihood and perplexity of a text under the model
     rnnkit info DIR                 what a checkpoint holds
     rnnkit check                    gradient-check every layer and cell in float64
+    rnnkit lab EXPERIMENT           why GRU and LSTM exist: gradients, adding, copy, agreement,
+                                    neurons (rnnkit.lab; each prints a table, writes a PNG)
 """
 
 from __future__ import annotations
