@@ -246,7 +246,33 @@ class RNNBase(Module):
         assert cache is not None
         return y, hn, cache
 
-    def _forward(self, x: Any, hx: Any, lengths: Any, keep: bool
+    def states(self, x: Array | OneHot, hx: State | None = None, lengths: Any = None
+               ) -> tuple[Array, Array | None, State]:
+        """Every layer's state at every step: ``hs, cs, hn = m.states(x, hx, lengths)``.
+
+        ``hs`` (T, L*K, B, H) holds h_t of each layer and direction, indexed like ``h_n``
+        (layer * K + direction), time-major even with ``batch_first`` ((T, L*K, H) for one
+        unbatched sequence); ``cs`` the LSTM's c_t the same way (None for RNN and GRU);
+        ``hn`` is what ``m(x, hx, lengths)`` returns as the final state. The reverse direction's
+        h_t is its state after reading step t (it reads T-1 down to 0). Padded steps
+        (t >= length) hold zeros, as the outputs do. Runs in inference mode (no dropout, no
+        cache), whatever the module's mode; for watching a network's memory, e.g. which units
+        count characters (``rnnkit lab neurons``). ``hs[:, -K:]`` are the output ``y``'s halves.
+        """
+        was = self.training
+        self.eval()
+        try:
+            record: list[tuple[Array, Array | None]] = []
+            _, hn, _ = self._forward(x, hx, lengths, keep=False, record=record)
+        finally:
+            self.train(was)
+        hs = np.stack([h for h, _ in record], axis=1)
+        c_list = [c for _, c in record if c is not None]
+        cs = np.stack(c_list, axis=1) if c_list else None
+        return hs, cs, hn
+
+    def _forward(self, x: Any, hx: Any, lengths: Any, keep: bool,
+                 record: list[tuple[Array, Array | None]] | None = None
                  ) -> tuple[Array, State, RecurrentCache | None]:
         x_given = x
         x, unbatched = self._check_x(x)
@@ -293,10 +319,15 @@ class RNNBase(Module):
             dcaches = []
             for d in range(K):
                 idx = layer * K + d
+                c_out = None
+                if record is not None and c0 is not None:
+                    c_out = np.zeros((T, B, H), self.dtype)
                 hN, cN, dcache = direction_forward(
                     self.math, inp, h0[idx], None if c0 is None else c0[idx],
                     *self._weights(idx), out=y[:, :, d * H:(d + 1) * H],
-                    batch_sizes=batch_sizes, reverse=d == 1, keep=keep)
+                    batch_sizes=batch_sizes, reverse=d == 1, keep=keep, c_out=c_out)
+                if record is not None:
+                    record.append((y[:, :, d * H:(d + 1) * H], c_out))
                 h_n[idx] = hN
                 if c_n is not None:
                     c_n[idx] = cN
@@ -319,6 +350,12 @@ class RNNBase(Module):
         if perm is not None:
             y_out, hn_out = _unsort(inp, perm), _unsort(h_n, perm)
             cn_out = None if c_n is None else _unsort(c_n, perm)
+        if record is not None:                      # states(): the caller's batch order
+            record[:] = [(_unsort(h, perm) if perm is not None else h,
+                          None if c is None else _unsort(c, perm) if perm is not None else c)
+                         for h, c in record]
+            if unbatched:
+                record[:] = [(h[:, 0], None if c is None else c[:, 0]) for h, c in record]
         y_out, hn_out, cn_out = self._to_caller(y_out, hn_out, cn_out, unbatched)
         hn: State = (hn_out, cn_out) if cn_out is not None else hn_out
         return y_out, hn, cache if keep else None

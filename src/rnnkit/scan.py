@@ -81,8 +81,10 @@ def direction_forward(
     batch_sizes: Array | None = None,
     reverse: bool = False,
     keep: bool = True,
+    c_out: Array | None = None,
 ) -> tuple[Array, Array | None, DirectionCache | None]:
-    """Run one direction over all T steps; write h_t into ``out[t]`` (T, B, H).
+    """Run one direction over all T steps; write h_t into ``out[t]`` (T, B, H), and the LSTM's
+    c_t into ``c_out[t]`` if given.
 
     Returns ``(h_n, c_n, cache)``; ``cache`` is None when ``keep`` is False (inference: the
     stash then has one slot that every step reuses, so memory does not grow with T).
@@ -114,6 +116,8 @@ def direction_forward(
             stash.hprev[slot, :n] = hn
         kind.step(stash, slot, n, gx[t, :n], hn, None if c is None else c[:n], p, ws)
         out[t, :n] = hn
+        if c_out is not None and c is not None:
+            c_out[t, :n] = c[:n]
     cache = DirectionCache(x, stash, batch_sizes, p) if keep else None
     return h, c, cache
 

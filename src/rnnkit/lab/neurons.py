@@ -147,12 +147,10 @@ def record_activations(model: LanguageModel, enc: EncodedText, chunk: int = 1024
                        ) -> Activations:
     """Every unit's value after every token, from the model's own recurrent forward.
 
-    The text goes through ``model.rnn.forward`` (eval mode, all layers at once) in pieces of
+    The text goes through ``model.rnn.states`` (inference, all layers at once) in pieces of
     ``chunk`` tokens, the state carried from piece to piece (and restarted at
-    ``enc.resets``), so memory is bounded by the chunk, not the text. The per-layer states
-    come from the forward's cache: it keeps the state each step started from, h_{t-1} (and the
-    LSTM's c_{t-1}); shifted by one and closed with the final state, that is h_t (c_t). The
-    top layer's h is thus exactly the output the decoder reads.
+    ``enc.resets``), so memory is bounded by the chunk, not the text. The top layer's h is
+    exactly the output the decoder reads.
     """
     if not isinstance(model, LanguageModel):
         raise TypeError(f"model must be a LanguageModel; got {type(model).__name__}")
@@ -164,25 +162,15 @@ def record_activations(model: LanguageModel, enc: EncodedText, chunk: int = 1024
     L, H, T = rnn.num_layers, rnn.hidden_size, len(enc.ids)
     kinds = ("h", "c") if rnn.math.has_cell else ("h",)
     out = np.empty((T, L, len(kinds), H), np.float32)
-    was = model.training
-    model.eval()
-    try:
-        state: Any = None
-        for a, b in _segments(enc.resets, chunk):
-            if enc.resets[a]:
-                state = None
-            x, _ = model._input(enc.ids[a:b, None])                 # (b-a, 1) ids -> input
-            _, state, cache = rnn.forward(x, state)
-            hn, cn = state if isinstance(state, tuple) else (state, None)
-            for layer in range(L):
-                stash = cache.layers[layer].directions[0].stash
-                out[a: b - 1, layer, 0] = stash.hprev[1:, 0]        # h_t = h_{(t+1)-1}
-                out[b - 1, layer, 0] = hn[layer, 0]
-                if cn is not None:
-                    out[a: b - 1, layer, 1] = stash.extra["cprev"][1:, 0]
-                    out[b - 1, layer, 1] = cn[layer, 0]
-    finally:
-        model.train(was)
+    state: Any = None
+    for a, b in _segments(enc.resets, chunk):
+        if enc.resets[a]:
+            state = None
+        x, _ = model._input(enc.ids[a:b, None])                 # (b-a, 1) ids -> input
+        hs, cs, state = rnn.states(x, state)                    # (b-a, L, 1, H) each
+        out[a:b, :, 0] = hs[:, :, 0]
+        if cs is not None:
+            out[a:b, :, 1] = cs[:, :, 0]
     units = [Unit(layer, k, i) for layer in range(L) for k in kinds for i in range(H)]
     return Activations(enc.tokens, out.reshape(T, -1), units, enc.level)
 
