@@ -176,12 +176,39 @@ def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: in
                 progress(f"  {cell:<4} step {step:>5}  held-out {fmt(curve.losses[-1])}  "
                          f"{time.perf_counter() - t0:5.0f} s")
     curve.seconds = time.perf_counter() - t0
+    if isinstance(model, SequenceClassifier):                  # the adding problem
+        curve.extra.update(adding_sensitivity(model, x_eval))
     if task == "copy":
         model.eval()
         pred = model.predict(x_eval)
         n = COPY_LENGTH
         curve.extra["symbol_accuracy"] = float(np.mean(pred[-n:] == y_eval[-n:]))
     return curve
+
+
+def adding_sensitivity(model: SequenceClassifier, x: Array) -> dict[str, float]:
+    """How much the trained prediction moves with each marked value: the mean of
+    d(prediction)/d(v_t) at the first and at the second marked step (ideal: 1 and 1, since the
+    target is v_a + v_b), by one backward pass of d(prediction) = 1 to the inputs.
+
+    A model that carried nothing across the sequence has ~0 for the first marker (50-100 steps
+    before the end); this is the vanishing gradient seen from the trained model's side.
+    """
+    was = model.training
+    model.eval()
+    try:
+        out, cache = model.forward(x)
+        dx = model.backward(np.ones_like(out), cache)          # (T, N, 2): d pred_n / d x_t
+    finally:
+        model.zero_grad()
+        model.train(was)
+    assert dx is not None
+    marked = x[:, :, 1] > 0                                        # (T, N), two per column
+    first = marked.argmax(axis=0)
+    second = x.shape[0] - 1 - marked[::-1].argmax(axis=0)
+    cols = np.arange(x.shape[1])
+    return {"d_first": float(dx[first, cols, 0].mean()),
+            "d_second": float(dx[second, cols, 0].mean())}
 
 
 def check_memory_settings(task: str, T: int, cells: tuple[str, ...] | list[str],
@@ -258,6 +285,9 @@ def memory_table(result: MemoryResult, rows: int = 8) -> str:
     if result.task == "copy":
         out.append(f"{'acc':>7} " + "".join(f"{c.extra['symbol_accuracy']:>11.3f}"
                                              for c in curves))
+    else:                                  # d(prediction)/d(marked value): ideal 1 and 1
+        out.append(f"{'d/dv_a':>7} " + "".join(f"{c.extra['d_first']:>11.3f}" for c in curves))
+        out.append(f"{'d/dv_b':>7} " + "".join(f"{c.extra['d_second']:>11.3f}" for c in curves))
     out.append(f"{'params':>7} " + "".join(f"{c.parameters:>11,}" for c in curves))
     out.append(f"{'H':>7} " + "".join(f"{c.hidden_size:>11}" for c in curves))
     out.append(f"{'seconds':>7} " + "".join(f"{c.seconds:>11.0f}" for c in curves))
