@@ -10,11 +10,8 @@ called through ctypes; needs gcc. Not part of rnnkit: an upper bound for the lev
 
 Result on this project's machine (2026-11-27, quiet, one run; each call also resets two input
 arrays, the same cost on both sides): H=128 64.9 vs 33.0 µs (2.0x), H=256 116.3 vs 58.6
-(2.0x), H=512 252.2 vs 147.7 (1.7x); max difference 2.4e-7. What that could mean for a step,
-estimated, not measured: at H=512 the elementwise passes are ~120 of the 337 ms of a training
-step (gflops.py: the products alone take 214 ms), so halving them forward and backward would
-bring the step to ~277 ms, ~0.86x of PyTorch's 237 ms (0.70x now); at H=128, where they are
-about half the step, from ~0.5x to ~0.65x. A real gain, still short of the goals.
+(2.0x), H=512 252.2 vs 147.7 (1.7x); max difference 2.4e-7. Inside a whole training step
+the gain is smaller (c_kernel_step.py: 3-30 %).
 """
 
 from __future__ import annotations

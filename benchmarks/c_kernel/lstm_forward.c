@@ -26,3 +26,27 @@ void lstm_fwd(float *restrict a, const float *restrict gx, float *restrict c,
         }
     }
 }
+
+/* LSTM backward elementwise, same layout: a (n, 4H) holds i, f, o, g after their
+   nonlinearities; given dh = dL/dh_t and dc = dL/dc_t (in place -> dL/dc_{t-1}), write
+   dgx (n, 4H) = dL/d(pre-activations) in the same gate order. */
+void lstm_bwd(const float *restrict a, const float *restrict tanhc, const float *restrict cprev,
+              const float *restrict dh, float *restrict dc, float *restrict dgx, long n, long H) {
+    for (long b = 0; b < n; b++) {
+        const float *i = a + b * 4 * H, *f = i + H, *o = i + 2 * H, *g = i + 3 * H;
+        const float *tc = tanhc + b * H, *cp = cprev + b * H, *dhb = dh + b * H;
+        float *dcb = dc + b * H;
+        float *di = dgx + b * 4 * H, *df = di + H, *dO = di + 2 * H, *dg = di + 3 * H;
+        #pragma omp simd
+        for (long j = 0; j < H; j++) {
+            float t = tc[j];
+            float dcn = dcb[j] + dhb[j] * o[j] * (1.0f - t * t);
+            float dov = dhb[j] * t;
+            dO[j] = dov * o[j] * (1.0f - o[j]);
+            di[j] = dcn * g[j] * i[j] * (1.0f - i[j]);
+            df[j] = dcn * cp[j] * f[j] * (1.0f - f[j]);
+            dg[j] = dcn * i[j] * (1.0f - g[j] * g[j]);
+            dcb[j] = dcn * f[j];
+        }
+    }
+}
