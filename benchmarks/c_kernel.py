@@ -36,7 +36,8 @@ def build(tmp: Path) -> Any:
     subprocess.run(["gcc", "-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-shared",
                     "-fPIC", "-o", str(lib), str(SOURCE), "-lm"], check=True)
     so = ctypes.CDLL(str(lib))
-    so.lstm_fwd.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2
+    for fn in (so.lstm_fwd, so.lstm_bwd):
+        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2
     return so
 
 

@@ -18,9 +18,6 @@ kernels. A 3-30 % gain; the per-step products are what is left at large H.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,23 +25,10 @@ from typing import Any
 import _harness as hx
 import numpy as np
 import torch
+from c_kernel import build
 
 import rnnkit
 from rnnkit.functional import LSTMMath
-
-SOURCE = Path(__file__).with_name("c_kernel") / "lstm_forward.c"
-
-
-def build(tmp: Path) -> Any:
-    if shutil.which("gcc") is None:
-        raise SystemExit("this experiment needs gcc")
-    lib = tmp / "lstm_kernels.so"
-    subprocess.run(["gcc", "-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-shared",
-                    "-fPIC", "-o", str(lib), str(SOURCE), "-lm"], check=True)
-    so = ctypes.CDLL(str(lib))
-    so.lstm_fwd.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2
-    so.lstm_bwd.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2
-    return so
 
 
 def kernel_math(so: Any) -> LSTMMath:

@@ -84,3 +84,13 @@ def lengths(value: Any, T: int, B: int) -> Array | None:
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}] (x has T={T} time steps); got "
                          f"{bad.tolist()}. Pad x to the longest sequence, and drop empty ones.")
     return arr.astype(np.int64)
+
+
+def cache(value: Any, kind: type, owner: object, made_by: str, noun: str) -> None:
+    """A backward's cache: of type ``kind`` (``made_by`` says where it comes from), and made
+    by ``owner``'s own forward (caches record ``id(owner)``); ``noun`` names the owner."""
+    if not isinstance(value, kind):
+        raise TypeError(f"cache must be {made_by}; got {type(value).__name__}")
+    if getattr(value, "owner", None) != id(owner):
+        raise ValueError(f"this cache was made by another {noun}'s forward; pass the cache "
+                         f"from this {noun}'s own forward call")

@@ -346,12 +346,8 @@ class SequenceClassifier(_SequenceModel):
     def backward(self, dlogits: Array, cache: ClassifierCache) -> Array | None:
         """Adds every parameter's gradient into ``grads``. Returns dL/dx for dense input
         (T, B, D), None for token ids (the embedding's gradient is in ``grads``)."""
-        if not isinstance(cache, ClassifierCache):
-            raise TypeError(f"cache must be the second value returned by "
-                            f"SequenceClassifier.forward; got {type(cache).__name__}")
-        if cache.owner != id(self):
-            raise ValueError("this cache was made by another model's forward; pass the cache "
-                             "from this model's own forward call")
+        check.cache(cache, ClassifierCache, self,
+                    "the second value returned by SequenceClassifier.forward", "model")
         dlogits = self._check_logits(dlogits, 2)
         check.shape("dlogits", dlogits, (cache.B, self.num_classes), "(B, C)",
                     "dlogits is dL/dlogits: it has the shape of the logits.")
@@ -451,12 +447,8 @@ class SequenceTagger(_SequenceModel):
     def backward(self, dlogits: Array, cache: TaggerCache) -> Array | None:
         """Adds every parameter's gradient into ``grads``; returns dL/dx for dense input,
         None for token ids."""
-        if not isinstance(cache, TaggerCache):
-            raise TypeError(f"cache must be the second value returned by "
-                            f"SequenceTagger.forward; got {type(cache).__name__}")
-        if cache.owner != id(self):
-            raise ValueError("this cache was made by another model's forward; pass the cache "
-                             "from this model's own forward call")
+        check.cache(cache, TaggerCache, self,
+                    "the second value returned by SequenceTagger.forward", "model")
         dlogits = self._check_logits(dlogits, 3)
         check.shape("dlogits", dlogits, (cache.T, cache.B, self.num_classes), "(T, B, C)",
                     "dlogits is dL/dlogits: it has the shape of the logits.")

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _checks as check
 from .functional import CellMath, GRUMath, LSTMMath, RNNMath
+from .layers import check_ids
 from .module import Module, check_rng
 from .scan import DirectionCache, OneHot, direction_backward, direction_forward
 
@@ -150,17 +151,11 @@ class RNNBase(Module):
         D = self.input_size
         if x.size != D:
             raise ValueError(f"OneHot size must equal input_size={D}; got {x.size}")
-        ids = x.ids
-        if not isinstance(ids, np.ndarray) or ids.dtype == bool or ids.dtype.kind not in "iu":
-            raise TypeError("OneHot ids must be a NumPy integer array of shape "
-                            f"{'(B, T)' if self.batch_first else '(T, B)'}")
+        ids = check_ids("OneHot ids", x.ids, D)
         if ids.ndim != 2 or 0 in ids.shape:
             want = "(B, T)" if self.batch_first else "(T, B)"
             raise ValueError(f"OneHot ids must have shape {want} with T, B >= 1; got "
                              f"{ids.shape}")
-        if ids.min() < 0 or ids.max() >= D:
-            raise ValueError(f"OneHot ids must lie in [0, {D}); got values from {ids.min()} "
-                             f"to {ids.max()}")
         return OneHot(ids.T if self.batch_first else ids, D), False
 
     def _check_x(self, x: Any) -> tuple[Array | OneHot, bool]:
@@ -351,9 +346,9 @@ class RNNBase(Module):
             y_out, hn_out = _unsort(inp, perm), _unsort(h_n, perm)
             cn_out = None if c_n is None else _unsort(c_n, perm)
         if record is not None:                      # states(): the caller's batch order
-            record[:] = [(_unsort(h, perm) if perm is not None else h,
-                          None if c is None else _unsort(c, perm) if perm is not None else c)
-                         for h, c in record]
+            if perm is not None:
+                record[:] = [(_unsort(h, perm), None if c is None else _unsort(c, perm))
+                             for h, c in record]
             if unbatched:
                 record[:] = [(h[:, 0], None if c is None else c[:, 0]) for h, c in record]
         y_out, hn_out, cn_out = self._to_caller(y_out, hn_out, cn_out, unbatched)
@@ -379,12 +374,8 @@ class RNNBase(Module):
         (dL/dh_n, dL/dc_n) for the LSTM; None for zero). Adds every parameter's gradient
         into ``m.grads`` and returns ``(dx, dhx)`` with dhx = dh0, or (dh0, dc0); dx is None
         when the input was a ``OneHot``."""
-        if not isinstance(cache, RecurrentCache):
-            raise TypeError(f"cache must be the third value returned by {type(self).__name__}"
-                            f".forward(...); got {type(cache).__name__}")
-        if cache.owner != id(self):
-            raise ValueError("this cache was made by another module's forward; pass the cache "
-                             "from this module's own forward call")
+        check.cache(cache, RecurrentCache, self,
+                    f"the third value returned by {type(self).__name__}.forward(...)", "module")
         T, B, unbatched = cache.T, cache.B, cache.unbatched
         L, K, H = self.num_layers, self.num_directions, self.hidden_size
         KH = K * H
@@ -443,8 +434,7 @@ class RNNBase(Module):
             dh0 = _unsort(dh0, cache.perm)
             dc0 = None if dc0 is None else _unsort(dc0, cache.perm)
             dx_layer = None if dx_layer is None else _unsort(dx_layer, cache.perm)
-        if dx_layer is None:                         # OneHot input: no input gradient
-            _, dh0, dc0 = self._to_caller(dh0[:1], dh0, dc0, unbatched)
+        if dx_layer is None:                         # OneHot input (never unbatched): no dx
             return None, ((dh0, dc0) if dc0 is not None else dh0)
         dx_out, dh0, dc0 = self._to_caller(dx_layer, dh0, dc0, unbatched)
         return dx_out, ((dh0, dc0) if dc0 is not None else dh0)
@@ -646,12 +636,8 @@ class _CellBase(Module):
     def backward(self, dhx_next: State | None, cache: CellCache) -> tuple[Array, State]:
         """``dx, dh = cell.backward(dh', cache)`` (``dx, (dh, dc) = cell.backward((dh', dc'),
         cache)`` for the LSTMCell). Adds into ``cell.grads``."""
-        if not isinstance(cache, CellCache):
-            raise TypeError(f"cache must be the second value returned by this cell's forward()"
-                            f"; got {type(cache).__name__}")
-        if cache.owner != id(self):
-            raise ValueError("this cache was made by another cell's forward; pass the cache "
-                             "from this cell's own forward call")
+        check.cache(cache, CellCache, self, "the second value returned by this cell's forward()",
+                    "cell")
         B = cache.direction.x.shape[1]
         dh, dc = self._states(dhx_next, B, cache.unbatched, ("dh", "dc"), "dhx")
         g = self._grads

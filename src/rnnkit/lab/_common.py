@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -122,18 +123,28 @@ def check_png(flag: str, path: str) -> None:
                          "it first or give another path")
 
 
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Temp file beside the target, then one rename: a reader never sees half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_figure(fig: Any, png: str) -> None:
-    """Write a matplotlib figure atomically (a temp file renamed over the target) and close it."""
+    """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    target = Path(png)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
+        fig.savefig(buf, format="png", dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    write_atomic(png, buf.getvalue())
 
 
 def check_cells(cells: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import html as _html
 import io
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
-from ._common import check_png
+from ._common import check_png, write_atomic
 
 Array = np.ndarray
 
@@ -550,17 +549,6 @@ def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside the target, then one rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ---- rnnkit lab neurons ------------------------------------------------------------------
 
 
@@ -714,11 +702,11 @@ def cmd_lab_neurons(args: Any) -> int:
     print("r: Pearson correlation of the unit's value after each token with the feature; "
           "untrained: the best |r| of any unit of an untrained model of the same shape\n")
     print(neurons_table(found))
-    _write_atomic(html_path, page.encode("utf-8"))
+    write_atomic(html_path, page.encode("utf-8"))
     print(f"\nhtml: {html_path}")
     if png is None:
         print("(matplotlib is not installed: no plot)")
     else:
-        _write_atomic(png_path, png)
+        write_atomic(png_path, png)
         print(f"plot: {png_path}")
     return 0
