@@ -421,7 +421,7 @@ def test_constructor_layers_and_dropout(cls):
     with raises(TypeError, "num_layers must be a positive int", "got bool"):
         cls(D, H, num_layers=True)
     for p in (1.0, -0.1, float("nan")):
-        with raises(ValueError, r"dropout must be in \[0, 1\)", f"got {p}"):
+        with raises(ValueError, r"dropout must be a number in \[0, 1\)", f"got {p}"):
             cls(D, H, dropout=p)
     with raises(TypeError, "dropout must be a number", "got str"):
         cls(D, H, dropout="0.5")

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
-from .layers import Embedding, Linear, check_ids, dropout_mask, softmax_cross_entropy
+from . import checks as check
+from .layers import Embedding, Linear, dropout_mask, softmax_cross_entropy
 from .module import Module, check_rng
 from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
 
@@ -166,7 +166,7 @@ class _SequenceModel(Module):
                 raise TypeError(f"this model reads token ids (T, B) through its embedding; got "
                                 f"a float array of shape {x.shape}. Build it with "
                                 "input_size=D (and no vocab_size) to read features (T, B, D).")
-            x = check_ids("x", x, self.vocab_size)
+            x = check.ids("x", x, self.vocab_size)
             if x.ndim != 2:
                 hint = " For one sequence use x[:, None]." if x.ndim == 1 else ""
                 raise ValueError(f"x must hold token ids of shape (T, B) (time-major); got "

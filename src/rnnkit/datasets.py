@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
+from . import checks as check
 from .text import Vocab, build_vocab
 
 Array = np.ndarray

@@ -54,6 +54,14 @@ Array = np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
+
+def valid_mask(lengths: Array | None, T: int) -> Array | None:
+    """(T, B) bool: True where step t < lengths[b], a real step and not padding; None for
+    None (every step real). The one place the mask of valid steps is written."""
+    if lengths is None:
+        return None
+    return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+
 def sigmoid_(a: Array) -> Array:
     """sigmoid(a) = (1 + tanh(a / 2)) / 2, in place. Exact and free of overflow for any a."""
     a *= 0.5

@@ -11,29 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
+from . import checks as check
 from .functional import log_softmax
 from .module import Module, check_rng
 
 Array = np.ndarray
-
-
-def check_ids(name: str, ids: Any, vocab_size: int) -> Array:
-    """Token ids: an integer array with every value in [0, vocab_size)."""
-    if not isinstance(ids, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy integer array of token ids; got "
-                        f"{type(ids).__name__}. Use np.asarray({name}, dtype=np.int64).")
-    if ids.dtype == bool or ids.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer token ids; got dtype {ids.dtype}")
-    if ids.size <= 4:                       # generation feeds one token at a time: skip
-        ok = all(0 <= v < vocab_size for v in ids.flat)   # two reductions' call overhead
-    else:
-        ok = not ids.size or (ids.min() >= 0 and ids.max() < vocab_size)
-    if not ok:
-        bad = ids[(ids < 0) | (ids >= vocab_size)]
-        raise ValueError(f"{name} must lie in [0, {vocab_size}) (the vocabulary size); got "
-                         f"{np.unique(bad)[:10].tolist()}")
-    return ids
 
 
 class Embedding(Module):
@@ -52,7 +34,7 @@ class Embedding(Module):
             (self.num_embeddings, self.embedding_dim)).astype(self.dtype))
 
     def forward(self, ids: Array) -> tuple[Array, Array]:
-        ids = check_ids("ids", ids, self.num_embeddings)
+        ids = check.ids("ids", ids, self.num_embeddings)
         return self._params["weight"][ids], ids          # (..., E); the cache is the ids
 
     def backward(self, dout: Array, ids: Array) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
-from .layers import Embedding, Linear, check_ids, dropout_mask
+from . import checks as check
+from .layers import Embedding, Linear, dropout_mask
 from .module import Module, check_dtype, check_rng
 from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
 from .scan import OneHot
@@ -114,7 +114,7 @@ class LanguageModel(Module):
         return self.embedding.forward(ids)
 
     def _check(self, ids: Any) -> Array:
-        ids = check_ids("ids", ids, self.config.vocab_size)
+        ids = check.ids("ids", ids, self.config.vocab_size)
         if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
             raise ValueError(f"ids must have shape (T, B) (time-major); got {ids.shape}. "
                              "For one sequence use ids[:, None].")
@@ -217,7 +217,7 @@ class Stepper:
         return self._stash[B]
 
     def __call__(self, tokens: Array, state: State | None = None) -> tuple[Array, State]:
-        tokens = check_ids("tokens", np.asarray(tokens), self.vocab_size)
+        tokens = check.ids("tokens", np.asarray(tokens), self.vocab_size)
         if tokens.ndim != 1:
             raise ValueError(f"tokens must have shape (B,); got {tokens.shape}")
         B, H, L = tokens.shape[0], self.hidden_size, self.num_layers

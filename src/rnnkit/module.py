@@ -8,12 +8,27 @@ shapes follow PyTorch, so ``m.state_dict()`` loads into the PyTorch twin with
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
 
 Array = np.ndarray
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@contextmanager
+def eval_mode(*modules: Module) -> Iterator[None]:
+    """Evaluation mode (dropout off) inside the block; each module's mode is restored after,
+    whatever happens. The one place rnnkit switches modes for inference."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(modules, was, strict=True):
+            m.train(w)
 
 
 def check_dtype(dtype: Any) -> np.dtype:

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
+from . import checks as check
 from .functional import CellMath, GRUMath, LSTMMath, RNNMath
-from .layers import check_ids
 from .module import Module, check_rng
 from .scan import DirectionCache, OneHot, direction_backward, direction_forward
 
@@ -151,7 +150,7 @@ class RNNBase(Module):
         D = self.input_size
         if x.size != D:
             raise ValueError(f"OneHot size must equal input_size={D}; got {x.size}")
-        ids = check_ids("OneHot ids", x.ids, D)
+        ids = check.ids("OneHot ids", x.ids, D)
         if ids.ndim != 2 or 0 in ids.shape:
             want = "(B, T)" if self.batch_first else "(T, B)"
             raise ValueError(f"OneHot ids must have shape {want} with T, B >= 1; got "

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks as check
+from . import checks as check
 from .functional import log_softmax, softmax
-from .layers import Embedding, Linear, check_ids, softmax_cross_entropy
+from .layers import Embedding, Linear, softmax_cross_entropy
 from .module import Module, check_dtype, check_rng
 from .recurrent import GRU, LSTM, CellCache, GRUCell, LSTMCell, RecurrentCache, State
 
@@ -259,7 +259,7 @@ class Seq2Seq(Module):
 
     # ---- the door --------------------------------------------------------------------------
     def _check_src(self, src: Any, src_lengths: Any) -> tuple[Array, Array | None]:
-        src = check_ids("src", src, self.config.src_vocab_size)
+        src = check.ids("src", src, self.config.src_vocab_size)
         if src.ndim != 2 or 0 in src.shape:
             raise ValueError(f"src must have shape (S, B) (time-major token ids); got "
                              f"{src.shape}. For one sequence use src[:, None].")
@@ -314,7 +314,7 @@ class Seq2Seq(Module):
         get no gradient in ``backward``.
         """
         src, lens = self._check_src(src, src_lengths)
-        tgt_in = check_ids("tgt_in", tgt_in, self.config.tgt_vocab_size)
+        tgt_in = check.ids("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.ndim != 2 or tgt_in.shape[0] == 0 or tgt_in.shape[1] != src.shape[1]:
             raise ValueError(f"tgt_in must have shape (T, B) with B = {src.shape[1]} (as src); "
                              f"got {tgt_in.shape}")

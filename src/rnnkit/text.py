@@ -41,7 +41,7 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 
-from . import _checks as check
+from . import checks as check
 
 __all__ = [
     "LEVELS",
