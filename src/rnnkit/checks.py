@@ -51,7 +51,7 @@ def check_scalar(x: Any, name: str, target_type: type | tuple[type, ...], *,
     if float in types and int not in types:
         x = float(x)
     if isinstance(x, float) and not math.isfinite(x):
-        raise ValueError(f"{name} must be a finite number; got {x}")
+        raise ValueError(f"{name} must be {kind} (finite); got {x}")
     lo_ok = min_val is None or (x >= min_val if include_boundaries in ("both", "left")
                                 else x > min_val)
     hi_ok = max_val is None or (x <= max_val if include_boundaries in ("both", "right")
