@@ -28,6 +28,7 @@ import torch
 from rnnkit import optim
 from rnnkit.layers import softmax_cross_entropy
 from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.recurrent import LAYERS
 from rnnkit.train import TrainConfig, evaluate, prepare_data
 
 
@@ -35,7 +36,7 @@ class TorchLM(torch.nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.embedding = torch.nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell]
+        cls = getattr(torch.nn, LAYERS[cfg.cell].__name__)            # torch.nn.LSTM for "lstm"
         self.rnn = cls(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
         self.decoder = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
 

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 from rnnkit.models import LanguageModel, LMConfig
-
-TORCH_CELLS = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
+from rnnkit.recurrent import LAYERS
 
 
 class TorchLM(torch.nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.embedding = torch.nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        self.rnn = TORCH_CELLS[cfg.cell](cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
+        rnn = getattr(torch.nn, LAYERS[cfg.cell].__name__)            # torch.nn.LSTM for "lstm"
+        self.rnn = rnn(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
         self.decoder = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
 
@@ -85,7 +85,7 @@ def bench(cell: str, H: int, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cells", nargs="+", choices=list(TORCH_CELLS), default=list(TORCH_CELLS))
+    ap.add_argument("--cells", nargs="+", choices=list(LAYERS), default=list(LAYERS))
     ap.add_argument("--hidden", nargs="+", type=int, default=[256, 512])
     hx.add_common_args(ap, rounds=7, block=0.4, pause=0.4)
     args = ap.parse_args()

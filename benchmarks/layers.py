@@ -24,15 +24,13 @@ import _harness as hx
 import numpy as np
 import torch
 
-import rnnkit
-
-CELLS = {"rnn": (rnnkit.RNN, torch.nn.RNN), "gru": (rnnkit.GRU, torch.nn.GRU),
-         "lstm": (rnnkit.LSTM, torch.nn.LSTM)}
+from rnnkit.recurrent import LAYERS
 
 
 def make_pair(cell: str, H: int, T: int, B: int, seed: int = 0):
     """The rnnkit layer, its torch twin with the same weights, and the inputs of both."""
-    ours, theirs = CELLS[cell]
+    ours = LAYERS[cell]
+    theirs = getattr(torch.nn, ours.__name__)                  # the twin has the same name
     m = ours(H, H, 1, dtype=np.float32, rng=seed)
     tm = theirs(H, H, 1)
     tm.load_state_dict(hx.to_torch(m.state_dict()), strict=True)
@@ -94,7 +92,7 @@ def bench(cell: str, H: int, B: int, T: int, args: argparse.Namespace) -> list[d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
+    ap.add_argument("--cells", nargs="+", choices=list(LAYERS), default=list(LAYERS))
     ap.add_argument("--hidden", nargs="+", type=int, default=None, help="H (default 128 256 512)")
     ap.add_argument("--batch", nargs="+", type=int, default=None, help="B (default 64)")
     ap.add_argument("--steps", nargs="+", type=int, default=None, help="T (default 64)")

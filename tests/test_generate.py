@@ -11,6 +11,7 @@ import pytest
 from rnnkit.functional import log_softmax
 from rnnkit.generate import beam_search, choose_token, sample, score
 from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.module import eval_mode
 
 V = 6
 
@@ -76,15 +77,86 @@ def test_memory_is_flat_in_generated_length(model):
     assert peak(2000) < 1.5 * peak(200) + 50_000
 
 
+def _logprob(model, prime, cont) -> float:
+    """ln p(cont | prime) from the model's full forward (eval mode)."""
+    with eval_mode(model):
+        logits, _ = model(np.array([*prime, *cont][:-1])[:, None])
+    lp = log_softmax(logits[:, 0], axis=-1)
+    return float(sum(lp[len(prime) - 1 + i, t] for i, t in enumerate(cont)))
+
+
+def _chain(P: np.ndarray) -> LanguageModel:
+    """The Markov chain P[last token, next token] as a LanguageModel: one-hot input, one tanh
+    layer with no recurrence, h = tanh(1) e_token, logits = W h = ln P[token]."""
+    n = P.shape[0]
+    m = LanguageModel(LMConfig(n, cell="rnn", hidden_size=n, num_layers=1, one_hot=True,
+                               dtype="float64"), rng=0)
+    sd = {k: np.zeros_like(v) for k, v in m.state_dict().items()}
+    sd["rnn.weight_ih_l0"] = np.eye(n)
+    sd["decoder.weight"] = np.log(P).T / np.tanh(1.0)
+    m.load_state_dict(sd)
+    return m
+
+
+def test_beam_keeps_finished_hypotheses():
+    # 0 ends. From 1: 0 (.5), 2 (.3); from 2: 0 (.9). Width 2 finishes [0], then [2, 0] beside
+    # the open [2, 1]; the expanded prefix [2] is no hypothesis (it used to displace [2, 0])
+    P = np.array([[0.2, 0.4, 0.4], [0.5, 0.2, 0.3], [0.9, 0.05, 0.05]])
+    beams = beam_search(_chain(P), [1], 5, width=2, end_id=0)
+    assert [(b.ids, b.finished) for b in beams] == [([0], True), ([2, 0], True)]
+    np.testing.assert_allclose([b.logprob for b in beams], np.log([0.5, 0.3 * 0.9]))
+    # ranked by logprob / n: [2, 0] (ln .27 / 2 = -0.65) before [0] (ln .5 = -0.69)
+    beams = beam_search(_chain(P), [1], 5, width=2, end_id=0, length_penalty=1.0)
+    assert [b.ids for b in beams] == [[2, 0], [0]]
+
+
+def test_beam_returns_only_complete_hypotheses(model):
+    beams = beam_search(model, [1], 6, width=3, end_id=0)
+    assert len(beams) == 3
+    for b in beams:
+        assert b.finished == (b.ids[-1] == 0) and (b.finished or len(b.ids) == 6)
+        assert b.logprob == pytest.approx(_logprob(model, [1], b.ids), abs=1e-9)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+def test_an_unpruned_beam_ranks_every_sequence(model, length_penalty):
+    # every sequence of the search: ended by 0 within 3 tokens, or 3 tokens without a 0
+    L, rest = 3, range(1, V)
+    seqs = [(*p, 0) for n in range(L) for p in itertools.product(rest, repeat=n)]
+    seqs += itertools.product(rest, repeat=L)
+    ranked = sorted(seqs, key=lambda s: -_logprob(model, [2], s) / len(s) ** length_penalty)
+    beams = beam_search(model, [2], L, width=V**L, end_id=0, length_penalty=length_penalty)
+    assert [tuple(b.ids) for b in beams] == ranked
+    assert model.training
+
+
+def test_a_tiny_temperature_is_greedy():
+    rng = np.random.default_rng(0)
+    logits = np.array([0.3, 2.0, -1.0, 2.0 - 1e-6, -np.inf])
+    for t in (1e-300, 1e-310, 5e-324):        # logits / t overflows: the limit, argmax
+        assert {choose_token(logits, rng, t) for _ in range(20)} == {1}
+        assert {choose_token(logits.astype(np.float32), rng, t, top_p=0.5)
+                for _ in range(20)} == {1}
+        tied = np.array([1.0, 3.0, -2.0, 3.0])
+        assert {choose_token(tied, rng, t, top_k=3) for _ in range(60)} == {1, 3}
+
+
+@pytest.mark.parametrize(("kw", "err", "match"), [
+    ({"width": 0}, ValueError, "width must be a positive int; got 0"),
+    ({"width": 2.0}, TypeError, "width must be a positive int; got float"),
+    ({"length": 0}, ValueError, "length must be a positive int; got 0"),
+    ({"length_penalty": float("inf")}, ValueError, "length_penalty must be a number"),
+])
+def test_bad_beam_options(model, kw, err, match):
+    with pytest.raises(err, match=match):
+        beam_search(model, [1], **{"length": 3, **kw})
+
+
 def test_beam_search_finds_the_exhaustive_best(model):
-    model.eval()
     prime, L = [1, 4], 3
 
     def logprob(cont):
-        seq = np.array(prime + list(cont))
-        logits, _ = model(seq[:-1, None])
-        lp = log_softmax(logits[:, 0], axis=-1)
-        return float(sum(lp[len(prime) - 1 + i, t] for i, t in enumerate(cont)))
+        return _logprob(model, prime, cont)
 
     best = max(itertools.product(range(V), repeat=L), key=logprob)
     beams = beam_search(model, prime, L, width=V * V)

@@ -13,6 +13,9 @@ import pytest
 
 import rnnkit
 from rnnkit.gradcheck import GradcheckError, numerical_gradient, relative_error
+from rnnkit.lab._common import GATES
+from rnnkit.recurrent import CELLS as STEP_CELLS
+from rnnkit.recurrent import LAYERS
 
 T, B, D, H = 4, 3, 2, 3
 CELLS = {
@@ -132,7 +135,7 @@ def test_one_hot_input_equals_dense_one_hot(cell, bidirectional, with_lengths):
     ids = rng.integers(0, V, (T, B))
     dense = np.eye(V)[ids]                                             # (T, B, V)
     lengths = np.array([2, 4, 1]) if with_lengths else None
-    cls = {"gru": rnnkit.GRU, "lstm": rnnkit.LSTM}.get(cell, rnnkit.RNN)
+    cls = LAYERS[cell.split("_")[0]]
     kw = {"nonlinearity": cell[4:]} if cell.startswith("rnn") else {}
     a, b = (cls(V, H, num_layers=2, bidirectional=bidirectional, dtype=np.float64, rng=5, **kw)
             for _ in range(2))
@@ -145,3 +148,13 @@ def test_one_hot_input_equals_dense_one_hot(cell, bidirectional, with_lengths):
     assert dxa is None
     for k in a.grads:
         np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_one_name_table_pairs_each_layer_with_its_cell(name):
+    """recurrent.LAYERS and CELLS: one name, one cell math, G gate blocks in both (and in the
+    lab's parameter budgets)."""
+    layer, cell = LAYERS[name](D, H), STEP_CELLS[name](D, H)
+    assert type(layer.math) is type(cell.math) is layer.math_class
+    G = layer.math.gates
+    assert GATES[name] == G and layer.weight_ih_l0.shape == cell.weight_ih.shape == (G * H, D)

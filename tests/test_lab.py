@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,11 +33,28 @@ def test_scaled_rnn_explodes_and_the_per_step_cap_bounds_it():
     assert np.median(capped.norms[::-1][first:]) > 0.9
 
 
-def test_lab_gradients_cli(tmp_path, capsys):
-    png = tmp_path / "g.png"
-    assert main(["lab", "gradients", "--T", "40", "--hidden-size", "8", "--png", str(png)]) == 0
+def test_lab_gradients_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab", "gradients", "--T", "40", "--hidden-size", "8"]) == 0
     out = capsys.readouterr().out
-    assert "lstm" in out and "x4 capped" in out and png.exists()
-    assert main(["lab", "gradients", "--T", "0"]) == 2
-    assert main(["lab", "gradients", "--png", str(tmp_path / "nope" / "g.png")]) == 2
-    assert main(["lab", "gradients", "--png", str(tmp_path / "g.jpg")]) == 2
+    assert "lstm" in out and "x4 capped" in out
+    assert out.endswith(f"wrote {Path('lab-gradients', 'gradients.png')}\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["lab-gradients"]
+    assert (tmp_path / "lab-gradients" / "gradients.png").stat().st_size > 0
+    deep = tmp_path / "a" / "b"                               # created, parents too
+    assert main(["lab", "gradients", "--T", "10", "--hidden-size", "4", "--out", str(deep)]) == 0
+    assert (deep / "gradients.png").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--T", "1"], "argument --T"),
+    (["--out", "f"], "argument --out: 'f' is a file, not a directory"),
+    (["--out", "f/sub"], "argument --out: cannot create directory 'f/sub': 'f' is a file"),
+])
+def test_lab_gradients_cli_fails_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("")
+    assert main(["lab", "gradients", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and message in err
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -142,12 +142,13 @@ def test_table_rows_are_clause_buckets():
 
 
 def test_lab_agreement_cli(tmp_path, capsys):
-    png = tmp_path / "a.png"
+    png = tmp_path / "out" / "agreement.png"
     assert main(["lab", "agreement", "--cells", "rnn", "lstm", "--max-clause", "6",
                  "--steps", "3", "--budget", "400", "--batch", "4", "--eval", "5",
-                 "--png", str(png)]) == 0
+                 "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "H=" in out and "parameters" in out and png.exists() and png.stat().st_size > 0
+    assert f"\nwrote {png}\n" in out
     table = out[out.index("\nclause ") + 1:].splitlines()
     assert table[0].split() == ["clause", "rnn", "lstm"] and table[2].split()[0] == "1-5"
 
@@ -157,23 +158,20 @@ def test_lab_agreement_cli(tmp_path, capsys):
                                  ["--budget", "10"], ["--seed", "-1"],
                                  ["--budget", "30"]])            # fits a tanh RNN, not a GRU
 def test_lab_agreement_bad_arguments(tmp_path, capsys, bad):
-    png = tmp_path / "a.png"
-    assert main(["lab", "agreement", *bad, "--png", str(png)]) == 2
+    assert main(["lab", "agreement", *bad, "--out", str(tmp_path / "out")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error:") and "Traceback" not in err
-    assert not png.exists() and list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []                       # --out not created
 
 
-@pytest.mark.parametrize("png, message", [("/no/dir/a.png", "does not exist"),
-                                          ("{tmp}/a.jpg", ".png"),
-                                          ("{tmp}/d.png", "is a directory")])
-def test_lab_agreement_bad_png_fails_before_any_work(tmp_path, capsys, monkeypatch, png,
+@pytest.mark.parametrize("out_dir, message", [("f", "'f' is a file, not a directory"),
+                                              ("f/d", "cannot create directory 'f/d'")])
+def test_lab_agreement_bad_out_fails_before_any_work(tmp_path, capsys, monkeypatch, out_dir,
                                                      message):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "d.png").mkdir()
-    before = sorted(tmp_path.iterdir())
+    (tmp_path / "f").write_text("")
     assert main(["lab", "agreement", "--steps", "1", "--max-clause", "2",
-                 "--png", png.format(tmp=tmp_path)]) == 2
+                 "--out", out_dir]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("error: --png") and message in err
-    assert sorted(tmp_path.iterdir()) == before
+    assert out == "" and err.startswith("error: ") and f"argument --out: {message}" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,23 +157,27 @@ def test_bad_settings_raise(bad):
 
 
 @pytest.mark.parametrize("task", ["adding", "copy"])
-def test_lab_memory_command(task, tmp_path, capsys):
-    png = tmp_path / f"{task}.png"
+def test_lab_memory_command(task, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["lab", task, "--T", "5", "--steps", "20", "--eval-every", "10", "--budget",
-                 "400", "--png", str(png)]) == 0
+                 "400"]) == 0
     out = capsys.readouterr().out
-    assert "baseline" in out and "lstm" in out and "gru" in out and png.exists()
+    png = Path(f"lab-{task}", f"{task}.png")                 # the default --out
+    assert "baseline" in out and "lstm" in out and "gru" in out and (tmp_path / png).exists()
+    assert out.endswith(f"wrote {png}\n")
 
 
 @pytest.mark.parametrize("argv", [["--T", "1"], ["--steps", "0"], ["--cells", "tree"],
                                   ["--lr", "-1"], ["--budget", "5"], ["--budget", "20"],
-                                  ["--png", "/no/such/dir/x.png"], ["--png", "noext"],
-                                  ["--png", "x.xyz"], ["--png", "."], ["--seed", "-1"]])
-def test_lab_memory_command_rejects_bad_arguments(argv, tmp_path, capsys):
+                                  ["--out", "f"], ["--out", "f/sub"], ["--seed", "-1"]])
+def test_lab_memory_command_rejects_bad_arguments(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("")
     assert main(["lab", "adding", "--steps", "1", *argv]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error:") and "Traceback" not in captured.err
     assert captured.out == ""                        # rejected before any work or output
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]      # and nothing created
 
 
 def test_adding_sensitivity_is_the_derivative_of_the_prediction_by_each_marked_value():

@@ -3,11 +3,14 @@ attention, decoding, and the Chinese numeral converter."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnkit.functional import log_softmax
 from rnnkit.gradcheck import check_gradients
 from rnnkit.seq2seq import (
     Attention,
@@ -202,6 +205,26 @@ def test_greedy_agrees_with_teacher_forcing_and_beam(cell):
             assert bw.logprob >= g.logprob - 1e-9
 
 
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+def test_an_unpruned_beam_is_the_exhaustive_best(length_penalty):
+    m, L, end = _model("lstm", seed=5), 3, 2
+    src = np.array([[3], [1], [4]])
+    rest = [v for v in range(VT) if v != end]
+    seqs = [(*p, end) for n in range(L) for p in itertools.product(rest, repeat=n)]
+    seqs += itertools.product(rest, repeat=L)
+    lens = np.array([len(s) for s in seqs])
+    tgt_in = np.array([[1, *s[:-1], 0, 0][:L] for s in seqs]).T       # (L, N), padded
+    logits, cache = m.forward(np.repeat(src, len(seqs), axis=1), None, tgt_in, lens)
+    lp = log_softmax(logits, axis=-1)
+    score = [sum(lp[t, i, v] for t, v in enumerate(s)) for i, s in enumerate(seqs)]
+    i = int(np.argmax(np.array(score) / lens**length_penalty))
+    (tr,) = m.beam(src, None, width=VT**L, max_len=L, length_penalty=length_penalty)
+    assert tr.finished == (seqs[i][-1] == end)
+    assert tr.ids == list(seqs[i][: lens[i] - tr.finished])
+    assert tr.logprob == pytest.approx(score[i], abs=1e-12)
+    np.testing.assert_allclose(tr.weights, cache.weights[: lens[i], i], atol=1e-12)
+
+
 def test_errors():
     m = _model()
     src, src_lens, tgt_in, _, _ = _data(True)
@@ -221,6 +244,8 @@ def test_errors():
         m.greedy(src + 6)
     with pytest.raises(ValueError, match="max_len must be a positive int"):
         m.greedy(src, src_lens, max_len=0)
+    with pytest.raises(ValueError, match="width must be a positive int; got 0"):
+        m.beam(src, src_lens, width=0)
     with pytest.raises(TypeError, match="cache must be the second value"):
         m.backward(np.zeros((T, B, VT)), None)                     # type: ignore[arg-type]
     _, cache = m.forward(src, src_lens, tgt_in)

@@ -16,7 +16,8 @@ import pytest
 
 from rnnkit import checkpoint
 from rnnkit.cli import main
-from rnnkit.train import TrainConfig, Trainer, TrainingError, model_from_checkpoint
+from rnnkit.rundir import load_language_model as model_from_checkpoint
+from rnnkit.train import TrainConfig, Trainer, TrainingError
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
         "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than "
@@ -114,7 +115,7 @@ def test_too_many_bad_steps_stop_the_run(tmp_path, corpus):
 
 def test_resume_refuses_changed_settings_and_other_text(tmp_path, corpus):
     Trainer(_cfg(corpus, max_steps=5), tmp_path / "r", **_quiet()).run()
-    with pytest.raises(ValueError, match="hidden_size=32"):
+    with pytest.raises(ValueError, match="--hidden-size 32"):
         Trainer(None, tmp_path / "r", resume=True, overrides={"hidden_size": 32}, **_quiet())
     corpus.write_text(TEXT * 61, encoding="utf-8")
     with pytest.raises(checkpoint.CheckpointError, match="not the text"):

@@ -1,42 +1,36 @@
-"""Checkpoint files that lose nothing, survive a crash at any instant, and never unpickle.
+"""Checkpoint files that never unpickle and are checked before anything is built from them.
 
-One checkpoint is one standard safetensors file, ``<name>.safetensors``::
+A checkpoint is one standard safetensors file: the tensors, and in the header's
+``__metadata__`` two strings, ``rnnkit`` (the caller's metadata as JSON, plus ``format``,
+``version`` and ``rnnkit_version``) and ``rnnkit_sha256``, a SHA-256 over that JSON and every
+tensor's name, dtype, shape and bytes, so a flipped byte anywhere is caught on load, not
+trained on.
 
-    8 bytes    N, the header length (little-endian unsigned 64-bit)
-    N bytes    JSON header: {"__metadata__": {"rnnkit": META, "rnnkit_sha256": HEX},
-                             "<tensor name>": {"dtype": "F32", "shape": [...],
-                                               "data_offsets": [begin, end]}, ...}
-    the rest   the tensors' bytes, little-endian, C order, back to back
-
-META is the caller's metadata as JSON (config, vocabulary, step, RNG state, ...) plus
-``format``, ``version`` and ``rnnkit_version``. HEX is a SHA-256 over META and every tensor's
-name, dtype, shape and bytes, so a flipped byte anywhere is caught on load, not trained on.
-
-Because everything is in one file, one ``os.replace`` swaps the whole checkpoint: ``save``
-writes a hidden temporary file beside the target, fsyncs it, renames it over the target and
-fsyncs the directory. A crash at any instant leaves the previous checkpoint or the new one,
-plus at worst a stale ``.<name>.safetensors.<random>.tmp`` that ``cleanup_temp_files`` removes.
-
-``load`` parses the header itself (no pickle, no eval, nothing executed) and checks every
-field before it touches tensor bytes; every problem is a ``CheckpointError`` naming the file,
-what is wrong and what to do.
+``save`` serialises with the safetensors library and writes through ``files.write_atomic``
+(unique temporary name, fsync, rename, fsync of the directory): a kill at any instant leaves
+the previous checkpoint or the new one. ``load`` reads through the library's ``safe_open``
+(no pickle, nothing executed), checks the metadata, lets the caller check every tensor's name,
+dtype and shape against the config (``expect``) before one tensor is read or anything is
+allocated from the metadata, then reads the tensors and verifies the checksum. Every problem
+is a ``CheckpointError`` naming the file, what is wrong and what to do.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
+from safetensors import SafetensorError, safe_open
+
+from .files import FileError, write_atomic
 
 FORMAT = "rnnkit-checkpoint"
 VERSION = 1
@@ -52,9 +46,10 @@ _DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024  # the limit safetensors itself enforces
-_MAX_NDIM = 32  # the lowest limit across NumPy 1.x and 2.x
 _RESERVED_NAME = "__metadata__"
+
+# name -> (dtype code, shape), what a checkpoint says of each tensor before it is read
+Specs = dict[str, tuple[str, tuple[int, ...]]]
 
 
 class CheckpointError(ValueError):
@@ -93,99 +88,74 @@ def save(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
     digest = _digest(meta_json, [(n, _code(a), a.shape, a) for n, a in sorted(arrays.items())])
     blob = safetensors.numpy.save(arrays, metadata={"rnnkit": meta_json,
                                                     "rnnkit_sha256": digest})
-    # Prove the bytes read back before they replace anything: same parser, same checksum.
-    _verify(target, _parse(target, blob[:8], lambda n: blob[8:8 + n], len(blob)), blob)
-    _write_atomic(target, blob)
+    try:
+        write_atomic(target, blob)
+    except FileError as e:
+        raise CheckpointError(str(e)) from e
 
 
-def load(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load(path: str | os.PathLike[str], expect: Callable[[dict[str, Any], Specs], None] | None
+         = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint written by ``save``; validate everything; return ``(tensors, meta)``.
 
-    Tensors come back in name order as fresh, writeable, C-contiguous, native-byte-order
-    arrays, bit-exact (0-d and empty included). ``meta`` is the dict given to ``save`` plus
-    ``format``, ``version`` and ``rnnkit_version``.
+    ``expect(meta, specs)``, if given, sees the metadata and every tensor's dtype code and
+    shape before any tensor is read, and raises ValueError (or TypeError, KeyError) when they
+    do not fit what the metadata describes; that becomes a CheckpointError. Tensors come back
+    in name order as fresh, writeable, native-byte-order arrays, bit-exact.
 
     Raises
     ------
     CheckpointError
-        Missing file, not a regular file, not an rnnkit checkpoint, truncated, corrupt, or
-        written by another format version; the message says which and what to do.
+        Missing file, not a regular file, not an rnnkit checkpoint, truncated, corrupt, not
+        what ``expect`` wants, or written by another format version; the message says which
+        and what to do.
     """
     p = Path(path)
-    with _open_regular(p) as f:
-        data = f.read()
-    header = _parse(p, data[:8], lambda n: data[8:8 + n], len(data))
-    _verify(p, header, data)
-    buf = memoryview(data)[header.data_start:]
-    tensors = {}
-    for name, (code, shape, begin, end) in sorted(header.entries.items()):
-        dt = _DTYPES[code]
-        a = np.frombuffer(buf[begin:end], dtype=dt).reshape(shape)
-        tensors[name] = a.astype(dt.newbyteorder("="), copy=True)
-    return tensors, header.meta
+    with _open(p) as f:
+        meta_json, digest, meta = _metadata(p, f)
+        specs: Specs = {}
+        for name in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+            sl = f.get_slice(name)
+            code = sl.get_dtype()
+            if code not in _DTYPES:
+                raise CheckpointError(f"{p}: tensor {name!r} has dtype {code}; rnnkit "
+                                      f"checkpoints hold {', '.join(_DTYPES)}")
+            specs[name] = (code, tuple(sl.get_shape()))
+        if expect is not None:
+            try:
+                expect(meta, specs)
+            except (KeyError, ValueError, TypeError) as e:
+                raise CheckpointError(f"{p}: not a usable rnnkit checkpoint: {e}") from e
+        try:
+            tensors = {name: f.get_tensor(name) for name in sorted(specs)}
+        except (SafetensorError, ValueError, MemoryError) as e:
+            raise CheckpointError(f"{p}: corrupt tensor data ({e}); use best{SUFFIX} or "
+                                  "retrain") from e
+    got = _digest(meta_json, [(n, specs[n][0], a.shape, np.ascontiguousarray(a))
+                              for n, a in tensors.items()])
+    if got != digest:
+        raise CheckpointError(f"{p}: corrupt: the checksum does not match (the file was "
+                              f"damaged after it was written); use best{SUFFIX} or retrain")
+    for name, a in tensors.items():
+        if a.dtype == bool and (a.view(np.uint8) > 1).any():
+            raise CheckpointError(f"{p}: corrupt: bool tensor {name!r} holds bytes other "
+                                  "than 0 and 1")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise CheckpointError(f"{p}: corrupt: tensor {name!r} holds NaN or Inf, which "
+                                  f"rnnkit never writes; use best{SUFFIX} or retrain")
+        tensors[name] = a.astype(a.dtype.newbyteorder("="), copy=True)
+    return tensors, meta
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return a checkpoint's metadata, reading only its header (for ``rnnkit info``).
+    """A checkpoint's metadata, read from its header only (for ``rnnkit info``).
 
-    The header is fully validated, and truncation is caught from the file size, but the
-    tensor bytes are neither read nor checksummed; ``load`` does that.
+    The header is validated by the library, but the tensor bytes are neither read nor
+    checksummed; ``load`` does that.
     """
     p = Path(path)
-    with _open_regular(p) as f:
-        size = os.fstat(f.fileno()).st_size
-        return _parse(p, f.read(8), f.read, size).meta
-
-
-def cleanup_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove ``.<name>.safetensors.<random>.tmp`` files a killed ``save`` left behind.
-
-    Only call this when no other process is saving into ``directory``. Returns the removed
-    paths, sorted; a missing directory removes nothing.
-    """
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    removed = []
-    for p in sorted(d.glob(f".*{SUFFIX}.*.tmp")):
-        if p.is_file() or p.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
-    return removed
-
-
-class CheckpointManager:
-    """``last.safetensors`` (to resume) and ``best.safetensors`` (lowest validation loss).
-
-    Creates ``directory`` if needed and removes stale temporary files from a killed writer.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(f"{self.directory}: cannot create the checkpoint directory "
-                                  f"({e.strerror}); choose another output directory") from e
-        self.last = self.directory / f"last{SUFFIX}"
-        self.best = self.directory / f"best{SUFFIX}"
-        cleanup_temp_files(self.directory)
-
-    def save_last(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-        save(self.last, tensors, meta)
-        return self.last
-
-    def save_best(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-        save(self.best, tensors, meta)
-        return self.best
-
-    def latest(self) -> Path | None:
-        """The checkpoint to resume from: ``last``, else ``best``, else None."""
-        for p in (self.last, self.best):
-            if p.is_file():
-                return p
-        return None
+    with _open(p) as f:
+        return _metadata(p, f)[2]
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -300,124 +270,47 @@ def _check_utf8(path: Path, s: str, where: str) -> None:
                               f"{s!r}); fix the string") from None
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
-        with open(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            raise CheckpointError(f"{path}: could not write the checkpoint ({e}); the previous "
-                                  "file is untouched. Check free disk space and permissions."
-                                  ) from e
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable. If the OS refuses (Windows, some network file systems) the
-    file on disk is still the old or the new checkpoint, never a mix, so carry on."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
 
 # ---- reading -------------------------------------------------------------------------------
 
 
-class _Header(NamedTuple):
-    meta: dict[str, Any]
-    digest: str
-    meta_json: str
-    entries: dict[str, tuple[str, tuple[int, ...], int, int]]  # name -> code, shape, begin, end
-    data_start: int
-
-
-def _open_regular(path: Path) -> BinaryIO:
+def _open(p: Path) -> Any:
+    """``safe_open`` on a regular file, every failure a CheckpointError."""
     try:
-        st = os.stat(path)
+        st = os.stat(p)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file; check the path (a training run writes "
+        raise CheckpointError(f"{p}: no such file; check the path (a training run writes "
                               f"last{SUFFIX} and best{SUFFIX} in its output directory)") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
+        raise CheckpointError(f"{p}: cannot read ({e.strerror})") from e
     if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"{path}: is a directory; pass the checkpoint file inside it, "
-                              f"e.g. {path / ('last' + SUFFIX)}")
+        raise CheckpointError(f"{p}: is a directory; pass the checkpoint file inside it, "
+                              f"e.g. {p / ('last' + SUFFIX)}")
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise CheckpointError(f"{path}: not a regular file; pass a .safetensors checkpoint file")
+        raise CheckpointError(f"{p}: not a regular file; pass a .safetensors checkpoint file")
     try:
-        return open(path, "rb")  # the caller closes it
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
+        return safe_open(str(p), framework="numpy")
+    except (SafetensorError, OSError, ValueError) as e:
+        with open(p, "rb") as f:
+            head = f.read(8)
+        if head[:1] == b"\x80":
+            hint = "it looks like a Python pickle, which rnnkit never loads (unpickling runs " \
+                "arbitrary code)"
+        elif head[:4] == b"PK\x03\x04":
+            hint = "it looks like a zip file (a PyTorch .pt?), which rnnkit never unpickles"
+        elif st.st_size < 8:
+            hint = f"it is only {st.st_size} bytes long; the write never completed"
+        else:
+            hint = f"the safetensors library cannot read it ({e}): cut short or damaged"
+        raise CheckpointError(f"{p}: not an rnnkit checkpoint: {hint}. Use best{SUFFIX} or "
+                              "retrain.") from None
 
 
-def _parse(path: Path, head: bytes, read: Any, size: int) -> _Header:
-    """Validate the header. ``head``: the first 8 bytes; ``read(n)``: the next n bytes;
-    ``size``: the file size. Tensor bytes are not read."""
-    if size < 8:
-        what = "empty (0 bytes)" if size == 0 else f"only {size} bytes long"
-        raise CheckpointError(f"{path}: {what}, not an rnnkit checkpoint; the write never "
-                              f"completed or the file is not a checkpoint. Use best{SUFFIX} "
-                              "or retrain.")
-    n = int.from_bytes(head, "little")
-    if 0 < n <= min(_MAX_HEADER, size - 8):
-        pass
-    elif 0 < n <= _MAX_HEADER and size > 8 and read(1) == b"{":
-        raise CheckpointError(f"{path}: truncated: the header alone needs {8 + n} bytes, the "
-                              f"file has {size} — the file was cut short; use best{SUFFIX} or "
-                              "retrain")
-    elif head[:1] == b"\x80":
-        raise CheckpointError(f"{path}: not an rnnkit checkpoint; it looks like a Python pickle, "
-                              "which rnnkit never loads (unpickling runs arbitrary code)")
-    elif head[:4] == b"PK\x03\x04":
-        raise CheckpointError(f"{path}: not an rnnkit checkpoint; it looks like a zip file (a "
-                              "PyTorch .pt?), which rnnkit never unpickles")
-    else:
-        raise CheckpointError(f"{path}: not an rnnkit checkpoint (no safetensors header: the "
-                              f"first 8 bytes give a header length of {n} for a {size}-byte "
-                              "file)")
-    raw = read(n)
-    if len(raw) != n:
-        raise CheckpointError(f"{path}: the file changed while it was read; try again")
-    if raw[:1] != b"{":
-        raise CheckpointError(f"{path}: not an rnnkit checkpoint (no safetensors JSON header)")
-    header = _strict_json(path, raw, "the header")
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt header: expected a JSON object")
-    meta_json, digest = _rnnkit_metadata(path, header.pop(_RESERVED_NAME, None))
-    meta = _strict_json(path, meta_json, "the rnnkit metadata")
-    _check_meta(path, meta)
-
-    data_size = size - 8 - n
-    entries = {}
-    for name, e in header.items():
-        entries[name] = _check_entry(path, name, e)
-    end = 0
-    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda kv: kv[1][2:]):
-        if begin != end:
-            what = "overlaps the previous tensor" if begin < end else "leaves a gap before it"
-            raise CheckpointError(f"{path}: corrupt header: tensor {name!r} starts at byte "
-                                  f"{begin}, which {what} (ends at {end})")
-        end = stop
-    if end > data_size:
-        raise CheckpointError(f"{path}: truncated: expected {8 + n + end} bytes, file has {size} "
-                              f"— the file was cut short; use best{SUFFIX} or retrain")
-    if end < data_size:
-        raise CheckpointError(f"{path}: corrupt: {data_size - end} unexpected bytes after the "
-                              f"last tensor; use best{SUFFIX} or retrain")
-    return _Header(meta, digest, meta_json, entries, 8 + n)
+def _metadata(p: Path, f: Any) -> tuple[str, str, dict[str, Any]]:
+    meta_json, digest = _rnnkit_metadata(p, f.metadata())
+    meta = _strict_json(p, meta_json, "the rnnkit metadata")
+    _check_meta(p, meta)
+    return meta_json, digest, meta
 
 
 def _strict_json(path: Path, raw: bytes | str, what: str) -> Any:
@@ -478,32 +371,6 @@ def _check_meta(path: Path, meta: Any) -> None:
                               "that wrote it, or retrain")
 
 
-def _check_entry(path: Path, name: str, e: Any) -> tuple[str, tuple[int, ...], int, int]:
-    where = f"{path}: corrupt header: tensor {name!r}"
-    if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
-        raise CheckpointError(f"{where} must have exactly dtype, shape and data_offsets")
-    code, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
-    if not isinstance(code, str) or code not in _DTYPES:
-        raise CheckpointError(f"{where} has dtype {code!r}; rnnkit checkpoints hold "
-                              f"{', '.join(_DTYPES)}")
-    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
-            or not all(_is_uint(d) for d in shape)):
-        raise CheckpointError(f"{where} has shape {shape!r}; expected a list of at most "
-                              f"{_MAX_NDIM} non-negative ints")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_uint, offsets)):
-        raise CheckpointError(f"{where} has data_offsets {offsets!r}; expected [begin, end]")
-    begin, end = offsets
-    nbytes = math.prod(shape) * _DTYPES[code].itemsize
-    if end - begin != nbytes:
-        raise CheckpointError(f"{where}: shape {shape} of {code} needs {nbytes} bytes but "
-                              f"data_offsets {offsets} span {end - begin}")
-    return code, tuple(shape), begin, end
-
-
-def _is_uint(x: Any) -> bool:
-    return type(x) is int and x >= 0
-
-
 def _code(a: np.ndarray) -> str:
     return _CODES[(a.dtype.kind, a.dtype.itemsize)]
 
@@ -523,19 +390,3 @@ def _digest(meta_json: str, tensors: list[tuple[str, str, tuple[int, ...], Any]]
     return h.hexdigest()
 
 
-def _verify(path: Path, header: _Header, data: bytes) -> None:
-    """Check the SHA-256 and the values no valid checkpoint can hold (NaN, bools not 0/1)."""
-    buf = memoryview(data)[header.data_start:]
-    items = sorted(header.entries.items())
-    got = _digest(header.meta_json, [(n, c, s, buf[b:e]) for n, (c, s, b, e) in items])
-    if got != header.digest:
-        raise CheckpointError(f"{path}: corrupt: the checksum does not match (the file was "
-                              f"damaged after it was written); use best{SUFFIX} or retrain")
-    for name, (code, _, begin, end) in items:
-        a = np.frombuffer(buf[begin:end], dtype=_DTYPES[code])
-        if code == "BOOL" and (a.view(np.uint8) > 1).any():
-            raise CheckpointError(f"{path}: corrupt: bool tensor {name!r} holds bytes other "
-                                  "than 0 and 1")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise CheckpointError(f"{path}: corrupt: tensor {name!r} holds NaN or Inf, which "
-                                  f"rnnkit never writes; use best{SUFFIX} or retrain")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +30,10 @@ def check_scalar(x: Any, name: str, target_type: type | tuple[type, ...], *,
     """Validate a scalar argument, as scikit-learn's ``check_scalar``; return it (an int as
     ``int``, a float as ``float``; NumPy scalars accepted).
 
-    ``target_type`` int or float (float accepts ints); bools are never numbers here. The
-    bounds are inclusive or not by ``include_boundaries``: both, left, right or neither.
-    Floats must be finite. Errors name ``name``: TypeError for the wrong kind, ValueError for
-    a value out of range.
+    ``target_type`` int or float (float accepts ints), or bool for a flag (True or False
+    only); bools are never numbers here. The bounds are inclusive or not by
+    ``include_boundaries``: both, left, right or neither. Floats must be finite. Errors name
+    ``name``: TypeError for the wrong kind, ValueError for a value out of range.
     """
     if x is None and allow_none:
         return None
@@ -42,11 +44,12 @@ def check_scalar(x: Any, name: str, target_type: type | tuple[type, ...], *,
     if float in types:
         ok += (int, float, np.integer, np.floating)
     ok += tuple(t for t in types if t not in (int, float))
+    ok += (np.bool_,) if bool in types else ()
     kind = describe(target_type, min_val, max_val, include_boundaries) \
         + (" or None" if allow_none else "")
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, ok):
+    if (isinstance(x, (bool, np.bool_)) and bool not in types) or not isinstance(x, ok):
         raise TypeError(f"{name} must be {kind}; got {type(x).__name__} {x!r}")
-    if isinstance(x, (np.integer, np.floating)):
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
         x = x.item()
     if float in types and int not in types:
         x = float(x)
@@ -67,7 +70,7 @@ def describe(target_type: type | tuple[type, ...], min_val: float | None = None,
     types = target_type if isinstance(target_type, tuple) else (target_type,)
     noun = "an int" if int in types and float not in types else "a number"
     if float not in types and int not in types:
-        noun = " or ".join(t.__name__ for t in types)
+        noun = " or ".join("True or False" if t is bool else t.__name__ for t in types)
     if max_val is None and min_val is not None:
         strict = include_boundaries in ("right", "neither")
         if min_val == 0 or (min_val == 1 and noun == "an int" and not strict):
@@ -136,6 +139,21 @@ def probability(name: str, value: Any, *, upper_open: bool = True) -> float:
 
 positive_int_arg = int_arg(1)
 nonneg_int_arg = int_arg(0)
+
+
+def out_dir_arg(s: str) -> Path:
+    """An argparse ``type``: a directory to write into, existing or creatable (its nearest
+    existing ancestor is a writable directory), never a file. Nothing is created here."""
+    p = Path(s)
+    near = next((a for a in (p, *p.parents) if a.exists()), Path("."))
+    if not near.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{s!r} is a file, not a directory" if near == p else
+            f"cannot create directory {s!r}: {str(near)!r} is a file")
+    if not os.access(near, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {s!r}: {str(near)!r} is not "
+                                         "writable; give another directory")
+    return p
 
 
 def array(name: str, a: Any, dtype: np.dtype, expected: str) -> Array:

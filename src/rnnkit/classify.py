@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from . import checks as check
+from .functional import valid_mask
 from .layers import Embedding, Linear, dropout_mask, softmax_cross_entropy
-from .module import Module, check_rng
-from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
+from .module import Module, check_rng, eval_mode
+from .recurrent import LAYERS, RecurrentCache, RNNBase, State
 
 Array = np.ndarray
-CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 POOLINGS = ("last", "mean", "max")
 
 
@@ -72,7 +72,7 @@ def mean_pool(y: Array, lengths: Array | None) -> Array:
     """(T, B, F) -> (B, F): the mean over each sequence's valid steps t < length."""
     if lengths is None:
         return y.mean(axis=0)
-    valid = np.arange(y.shape[0])[:, None] < lengths[None, :]             # (T, B)
+    valid = valid_mask(lengths, y.shape[0])                               # (T, B)
     total = np.where(valid[:, :, None], y, y.dtype.type(0)).sum(axis=0)   # (B, F)
     return total / lengths[:, None].astype(y.dtype)
 
@@ -82,7 +82,7 @@ def mean_pool_backward(dpooled: Array, T: int, lengths: Array | None) -> Array:
     B, F = dpooled.shape
     if lengths is None:
         return np.broadcast_to(dpooled / dpooled.dtype.type(T), (T, B, F)).copy()
-    valid = np.arange(T)[:, None] < lengths[None, :]                     # (T, B)
+    valid = valid_mask(lengths, T)                                       # (T, B)
     scaled = dpooled / lengths[:, None].astype(dpooled.dtype)            # (B, F)
     return np.where(valid[:, :, None], scaled[None], dpooled.dtype.type(0))
 
@@ -91,8 +91,7 @@ def max_pool(y: Array, lengths: Array | None) -> tuple[Array, Array]:
     """(T, B, F) -> (B, F): the max over each sequence's valid steps, and the step it came
     from (B, F); padded steps never win."""
     if lengths is not None:
-        valid = np.arange(y.shape[0])[:, None] < lengths[None, :]
-        y = np.where(valid[:, :, None], y, -np.inf)
+        y = np.where(valid_mask(lengths, y.shape[0])[:, :, None], y, -np.inf)
     arg = y.argmax(axis=0)                                               # (B, F)
     return np.take_along_axis(y, arg[None], axis=0)[0], arg
 
@@ -129,8 +128,8 @@ class _SequenceModel(Module):
             raise ValueError("give exactly one of vocab_size (the input is token ids (T, B)) "
                              "and input_size (the input is features (T, B, D)); got "
                              f"vocab_size={vocab_size!r}, input_size={input_size!r}")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}; got {cell!r}")
+        if cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}; got {cell!r}")
         self.cell = cell
         self.rng = check_rng(rng)
         self.dropout = check.probability("dropout", dropout)
@@ -143,9 +142,9 @@ class _SequenceModel(Module):
             d_in = check.positive_int("input_size", input_size)
         self.input_size = d_in
         kw: dict[str, Any] = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.rnn: RNNBase = CELLS[cell](d_in, hidden_size, num_layers, dropout=self.dropout,
-                                        bidirectional=bidirectional, dtype=self.dtype,
-                                        rng=self.rng, **kw)
+        self.rnn: RNNBase = LAYERS[cell](d_in, hidden_size, num_layers, dropout=self.dropout,
+                                         bidirectional=bidirectional, dtype=self.dtype,
+                                         rng=self.rng, **kw)
         self.fc = Linear(self.rnn.num_directions * self.rnn.hidden_size, self.num_classes,
                          dtype=self.dtype, rng=self.rng)
 
@@ -241,14 +240,6 @@ class _SequenceModel(Module):
             return a, None
         mask = dropout_mask(self.rng, a.shape, self.dropout, self.dtype)
         return a * mask, mask
-
-    def _in_eval(self, fn: Any, *args: Any) -> Any:
-        was = self.training
-        self.eval()
-        try:
-            return fn(*args)
-        finally:
-            self.train(was)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,7 +373,8 @@ class SequenceClassifier(_SequenceModel):
 
     def predict(self, x: Array, lengths: Any = None) -> Array:
         """The most likely class of each sequence, (B,) int64, without dropout."""
-        return np.asarray(self._in_eval(self, x, lengths).argmax(axis=-1), dtype=np.int64)
+        with eval_mode(self):
+            return np.asarray(self(x, lengths).argmax(axis=-1), dtype=np.int64)
 
     def loss(self, logits: Array, labels: Array) -> tuple[float, Array]:
         """Mean cross-entropy over the batch and its gradient dL/dlogits (B, C)."""
@@ -468,9 +460,10 @@ class SequenceTagger(_SequenceModel):
     def predict(self, x: Array, lengths: Any = None) -> Array:
         """The most likely tag at every step, (T, B) int64, -1 at padded steps; no dropout."""
         x, lens = self._check_input(x, lengths)
-        tags = np.asarray(self._in_eval(self, x, lens).argmax(axis=-1), dtype=np.int64)
+        with eval_mode(self):
+            tags = np.asarray(self(x, lens).argmax(axis=-1), dtype=np.int64)
         if lens is not None:
-            tags[np.arange(x.shape[0])[:, None] >= lens[None, :]] = -1
+            tags[~valid_mask(lens, x.shape[0])] = -1
         return tags
 
     def loss(self, logits: Array, tags: Array, lengths: Any = None) -> tuple[float, Array]:
@@ -479,7 +472,7 @@ class SequenceTagger(_SequenceModel):
         logits = self._check_logits(logits, 3)
         T, B, _ = logits.shape
         lens = check.lengths(lengths, T, B)
-        mask = None if lens is None else np.arange(T)[:, None] < lens[None, :]
+        mask = valid_mask(lens, T)
         if mask is not None and isinstance(tags, np.ndarray) and tags.shape == (T, B) and \
                 tags.dtype.kind in "iu":
             tags = np.where(mask, tags, 0)            # padding may hold any placeholder

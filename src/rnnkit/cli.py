@@ -18,95 +18,59 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-class CLIError(Exception):
-    """A user error: printed as ``error: ...`` without a traceback."""
+from .checks import UsageError, float_arg, nonneg_int_arg, positive_int_arg
+from .files import printable
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message}")
-
-
-def _int_at_least(low: int, what: str) -> Callable[[str], int]:
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            v = low - 1
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
-        return v
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_nonneg_int = _int_at_least(0, "an integer >= 0")
-
-
-def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           hi_open: bool = False) -> Callable[[str], float]:
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        bad = not math.isfinite(v)
-        if lo is not None:
-            bad |= v <= lo if lo_open else v < lo
-        if hi is not None:
-            bad |= v >= hi if hi_open else v > hi
-        if bad:
-            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, " \
-                  f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}"
-            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {s!r}")
-        return v
-
-    return parse
+        raise UsageError(f"{self.prog}: {message}")
 
 
 # ------------------------------------------------------------------------------------------------
 # train
 # ------------------------------------------------------------------------------------------------
 
+POSITIVE = float_arg(0, include_boundaries="right")       # a number > 0
+FRACTION = float_arg(0, 1, include_boundaries="left")     # a number in [0, 1)
 TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
     # flag: (type, help)   -- defaults come from TrainConfig (shown in --help)
     "level": (str, "token level: char (Unicode code points) or word"),
     "mode": (str, "stream: contiguous text, state carried across windows (char-rnn); "
                   "sentence: each line wrapped in <start>/<end> (the chapter)"),
     "cell": (str, "recurrent cell: rnn, gru or lstm"),
-    "hidden_size": (_positive_int, "hidden units per layer"),
-    "num_layers": (_positive_int, "stacked recurrent layers"),
-    "embedding_dim": (_positive_int, "size of the token embedding"),
+    "hidden_size": (positive_int_arg, "hidden units per layer"),
+    "num_layers": (positive_int_arg, "stacked recurrent layers"),
+    "embedding_dim": (positive_int_arg, "size of the token embedding"),
     "one_hot": (None, "feed one-hot vectors instead of an embedding (the chapter's input)"),
-    "dropout": (_float(0, 1, hi_open=True), "dropout on embedding, between layers and on "
-                                            "the output"),
-    "seq_len": (_positive_int, "time steps per window (truncated BPTT length)"),
-    "batch_size": (_positive_int, "sequences per batch"),
+    "dropout": (FRACTION, "dropout on embedding, between layers and on the output"),
+    "seq_len": (positive_int_arg, "time steps per window (truncated BPTT length)"),
+    "batch_size": (positive_int_arg, "sequences per batch"),
     "optimizer": (str, "sgd, adam, adamw, rmsprop or adagrad"),
-    "lr": (_float(0, lo_open=True), "learning rate"),
-    "weight_decay": (_float(0), "weight decay (L2; decoupled for adamw)"),
-    "momentum": (_float(0, 1, hi_open=True), "momentum (sgd, rmsprop)"),
-    "grad_clip": (_float(0, lo_open=True), "clip the global gradient L2 norm to this"),
-    "clip_value": (_float(0, lo_open=True), "also clip each gradient entry to [-v, v]"),
-    "lr_decay": (_float(0, 1, lo_open=True), "multiply the learning rate by this after "
-                                             "every epoch"),
-    "val_fraction": (_float(0, 1, True, True), "fraction held out (the end of the text)"),
-    "min_count": (_positive_int, "word level: words seen fewer times become <unk>"),
-    "max_steps": (_positive_int, "stop after this many optimizer steps"),
-    "max_minutes": (_float(0, lo_open=True), "stop after this much training time"),
-    "eval_interval": (_positive_int, "validate, sample and checkpoint every N steps"),
-    "sample_length": (_nonneg_int, "tokens in the samples printed during training"),
-    "temperature": (_float(0), "temperature of those samples"),
-    "max_bad_steps": (_positive_int, "stop after this many non-finite steps in a row"),
-    "seed": (int, "seed of weights, dropout, data order and samples"),
+    "lr": (POSITIVE, "learning rate"),
+    "weight_decay": (float_arg(0), "weight decay (L2; decoupled for adamw)"),
+    "momentum": (FRACTION, "momentum (sgd, rmsprop)"),
+    "grad_clip": (POSITIVE, "clip the global gradient L2 norm to this"),
+    "clip_value": (POSITIVE, "also clip each gradient entry to [-v, v]"),
+    "lr_decay": (float_arg(0, 1, include_boundaries="right"),
+                 "multiply the learning rate by this after every epoch"),
+    "val_fraction": (float_arg(0, 1, include_boundaries="neither"),
+                     "fraction held out (the end of the text)"),
+    "min_count": (positive_int_arg, "word level: words seen fewer times become <unk>"),
+    "max_steps": (positive_int_arg, "stop after this many optimizer steps"),
+    "max_minutes": (POSITIVE, "stop after this much training time"),
+    "eval_interval": (positive_int_arg, "validate, sample and checkpoint every N steps"),
+    "sample_length": (nonneg_int_arg, "tokens in the samples printed during training"),
+    "temperature": (float_arg(0), "temperature of those samples"),
+    "max_bad_steps": (positive_int_arg, "stop after this many non-finite steps in a row"),
+    "seed": (nonneg_int_arg, "seed of weights, dropout, data order and samples"),
     "dtype": (str, "float32 (fast) or float64"),
 }
 CHOICES = {"level": ("char", "word"), "mode": ("stream", "sentence"),
@@ -122,8 +86,7 @@ def _add_train(sub: Any) -> None:
     defaults = TrainConfig()
     p = sub.add_parser("train", help="train a text generator and print samples",
                        description="Train a character- or word-level language model. With no "
-                       f"flags: Shakespeare, 2 x 256 LSTM, {DEFAULT_MINUTES:g} minutes.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       f"flags: Shakespeare, 2 x 256 LSTM, {DEFAULT_MINUTES:g} minutes.")
     p.add_argument("corpus", nargs="?", default=None,
                    help="a built-in corpus (shakespeare, tang) or a UTF-8 text file "
                    "[default: shakespeare]")
@@ -156,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["corpus"] = args.corpus
     if args.resume:
         if args.out is None:
-            raise CLIError("--resume needs --out DIR, the directory of the run to continue")
+            raise UsageError("--resume needs --out DIR, the directory of the run to continue")
         trainer = Trainer(None, args.out, resume=True, overrides=given,
                           progress=not args.no_progress)
     else:
@@ -167,8 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, out, progress=not args.no_progress)
     summary = trainer.run()
     best = "" if summary.best_val is None else f", best validation {summary.best_val:.4f}"
+    skipped = f", {summary.skipped_steps} steps skipped (non-finite)" \
+        if summary.skipped_steps else ""
     print(f"done: {summary.step} steps in {summary.train_seconds / 60:.1f} min "
-          f"({summary.stopped_by}){best}; checkpoints in {summary.out}")
+          f"({summary.stopped_by}){best}{skipped}; checkpoints in {printable(summary.out)}")
     if summary.stopped_by == "interrupted":
         return 130
     return 0
@@ -180,11 +145,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(run: str) -> Any:
-    from .train import model_from_checkpoint
+    from .rundir import load_language_model
 
-    if not Path(run).exists():
-        raise CLIError(f"{run}: no such run directory or checkpoint file")
-    return model_from_checkpoint(run)
+    return load_language_model(run)
 
 
 def _prime_ids(vocab: Any, text: str) -> list[int]:
@@ -196,7 +159,7 @@ def _prime_ids(vocab: Any, text: str) -> list[int]:
         if vocab.level == "char":
             unknown = sorted({t for t in toks if t not in vocab.stoi})
             if unknown:
-                raise CLIError(f"--prime has {len(unknown)} character(s) the model never saw: "
+                raise UsageError(f"--prime has {len(unknown)} character(s) the model never saw: "
                                + " ".join(repr(u) for u in unknown[:30])
                                + ". Use only characters of its training text "
                                "(rnnkit info DIR lists the vocabulary).")
@@ -224,7 +187,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         out = out[:-1]
     text = vocab.decode(out, skip_specials=True)
     sep = " " if vocab.level == "word" and shown and text else ""
-    sys.stdout.write(shown + sep + text + ("\n" if not text.endswith("\n") else ""))
+    sys.stdout.write(printable(shown + sep + text + ("\n" if not text.endswith("\n") else "")))
     return 0
 
 
@@ -240,50 +203,57 @@ def cmd_score(args: argparse.Namespace) -> int:
         ids = [vocab.start_id, *ids]
     s = score(model, ids)
     unit = "char" if vocab.level == "char" else "word"
-    print(f"{args.file}: {s.tokens} {unit}s predicted | log-likelihood {s.log_likelihood:.2f} "
-          f"nats | {s.nats_per_token:.4f} nats/{unit} | {s.bits_per_token:.4f} bits/{unit} | "
-          f"perplexity {s.perplexity:.3f}")
+    print(f"{printable(args.file, keep='')}: {s.tokens} {unit}s predicted | log-likelihood "
+          f"{s.log_likelihood:.2f} nats | {s.nats_per_token:.4f} nats/{unit} | "
+          f"{s.bits_per_token:.4f} bits/{unit} | perplexity {s.perplexity:.3f}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoint
+    from .rundir import RunDir
 
     run = Path(args.run)
     if not run.exists():
-        raise CLIError(f"{run}: no such run directory or checkpoint file")
-    files = [run] if run.is_file() else [run / f"{n}{checkpoint.SUFFIX}" for n in ("last", "best")]
-    found = False
+        raise UsageError(f"{run}: no such run directory or checkpoint file")
+    rd = RunDir(run)
+    files = [run] if not run.is_dir() else [f for f in (rd.last, rd.best) if f.is_file()]
+    if not files:
+        raise UsageError(f"{run}: no {rd.last.name} or {rd.best.name} here")
     for f in files:
-        if not f.is_file():
-            continue
-        found = True
         meta = checkpoint.read_meta(f)
-        if args.json:
+        if args.json:           # ensure_ascii: every control character comes out escaped
             print(json.dumps(meta, indent=1))
             continue
-        m, t = meta.get("model", {}), meta.get("train", {})
-        vocab = meta.get("vocab", {})
-        itos = vocab.get("itos", [])
+        m, t = _dict(meta.get("model")), _dict(meta.get("train"))
+        itos = _dict(meta.get("vocab")).get("itos", [])
+        itos = itos if isinstance(itos, list) else []
         best = meta.get("best_val")
-        print(f"{f}: rnnkit checkpoint v{meta.get('version')} (rnnkit "
-              f"{meta.get('rnnkit_version')})")
-        print(f"  model    {m.get('num_layers')} x {m.get('hidden_size')} "
-              f"{str(m.get('cell')).upper()}, embedding {m.get('embedding_dim')}"
-              f"{' (one-hot)' if m.get('one_hot') else ''}, {m.get('dtype')}")
-        print(f"  data     {t.get('corpus')} ({meta.get('corpus_source', '')}); "
-              f"{t.get('level')} level, {t.get('mode')} mode; vocabulary {len(itos)}: "
-              + "".join(repr(s)[1:-1] if len(s) == 1 else f" {s} " for s in itos[:80])
-              + (" ..." if len(itos) > 80 else ""))
-        print(f"  training step {meta.get('step')}, epoch {meta.get('epoch')}, "
-              f"{meta.get('train_seconds', 0) / 60:.1f} min; {t.get('optimizer')} lr "
-              f"{t.get('lr')}, batch {t.get('batch_size')} x {t.get('seq_len')}")
-        if best is not None:
-            print(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} bits), "
-                  f"perplexity {math.exp(best):.3f}")
-    if not found:
-        raise CLIError(f"{run}: no last.safetensors or best.safetensors here")
+        lines = [
+            f"{f}: rnnkit checkpoint v{meta.get('version')} (rnnkit {meta.get('rnnkit_version')})",
+            f"  model    {m.get('num_layers')} x {m.get('hidden_size')} "
+            f"{str(m.get('cell')).upper()}, embedding {m.get('embedding_dim')}"
+            f"{' (one-hot)' if m.get('one_hot') else ''}, {m.get('dtype')}",
+            f"  data     {t.get('corpus')} ({meta.get('corpus_source', '')}); {t.get('level')} "
+            f"level, {t.get('mode')} mode; vocabulary {len(itos)}: "
+            + "".join(repr(s)[1:-1] if len(str(s)) == 1 else f" {s} " for s in itos[:80])
+            + (" ..." if len(itos) > 80 else ""),
+            f"  training step {meta.get('step')}, epoch {meta.get('epoch')}, "
+            f"{_minutes(meta.get('train_seconds'))}; {t.get('optimizer')} lr {t.get('lr')}, "
+            f"batch {t.get('batch_size')} x {t.get('seq_len')}"]
+        if isinstance(best, (int, float)) and math.isfinite(best):
+            lines.append(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} "
+                         f"bits), perplexity {math.exp(min(best, 700)):.3f}")
+        print("\n".join(printable(line, keep="") for line in lines))
     return 0
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _minutes(x: Any) -> str:
+    return f"{x / 60:.1f} min" if isinstance(x, (int, float)) and math.isfinite(x) else "? min"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run directory (uses best, else last checkpoint) or a "
                    ".safetensors file")
     s.add_argument("--prime", default="", help="text to start from")
-    s.add_argument("--length", type=_nonneg_int, default=500, help="tokens to generate at most")
-    s.add_argument("--temperature", type=_float(0), default=0.8,
+    s.add_argument("--length", type=nonneg_int_arg, default=500, help="tokens to generate at most")
+    s.add_argument("--temperature", type=float_arg(0), default=0.8,
                    help="0 = greedy; lower is safer, higher more surprising")
-    s.add_argument("--top-k", type=_positive_int, default=None,
+    s.add_argument("--top-k", type=positive_int_arg, default=None,
                    help="sample only among the k most likely tokens")
-    s.add_argument("--top-p", type=_float(0, 1, lo_open=True), default=None,
+    s.add_argument("--top-p", type=float_arg(0, 1, include_boundaries="right"), default=None,
                    help="sample only among the most likely tokens whose mass reaches p")
-    s.add_argument("--beam", type=_positive_int, default=None,
+    s.add_argument("--beam", type=positive_int_arg, default=None,
                    help="beam search of this width for the most likely continuation")
     s.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     s.set_defaults(func=cmd_sample)
@@ -373,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. NumPy's floating-point warnings are off: every path checks its
+    numbers itself (non-finite steps skipped and counted, states and weights refused)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .checkpoint import CheckpointError
     from .train import TrainingError
 
@@ -393,12 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "fit in this machine's memory; use smaller sizes (hidden size, budget, batch, "
               "length)", file=sys.stderr)
         return 2
-    except (CLIError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
+    except (UsageError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
         if os.environ.get("RNNKIT_DEBUG"):
             raise
         msg = str(e) if not isinstance(e, OSError) or not e.filename else \
             f"{e.filename}: {e.strerror}"
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {printable(msg, keep='')}", file=sys.stderr)
         return 2
 
 

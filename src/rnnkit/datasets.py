@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import checks as check
+from .functional import valid_mask
 from .text import Vocab, build_vocab
 
 Array = np.ndarray
@@ -330,8 +331,7 @@ class RepeatTagging:
 
     @property
     def no_context_accuracy(self) -> float:
-        valid = np.arange(self.tags_test.shape[0])[:, None] < self.lengths_test[None, :]
-        ones = float(self.tags_test[valid].mean())
+        ones = float(self.tags_test[valid_mask(self.lengths_test, self.tags_test.shape[0])].mean())
         return max(ones, 1.0 - ones)
 
 

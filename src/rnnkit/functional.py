@@ -43,6 +43,7 @@ BPTT loop) drives all of them:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -54,13 +55,17 @@ Array = np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
-
+@overload
+def valid_mask(lengths: None, T: int) -> None: ...
+@overload
+def valid_mask(lengths: Array, T: int) -> Array: ...
 def valid_mask(lengths: Array | None, T: int) -> Array | None:
     """(T, B) bool: True where step t < lengths[b], a real step and not padding; None for
     None (every step real). The one place the mask of valid steps is written."""
     if lengths is None:
         return None
     return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+
 
 def sigmoid_(a: Array) -> Array:
     """sigmoid(a) = (1 + tanh(a / 2)) / 2, in place. Exact and free of overflow for any a."""

@@ -1,67 +1,61 @@
-"""Generation from a language model: sampling, beam search, and scoring a text.
+"""Decoding: sampling, beam search and scoring a text for the language model, and the one beam
+search (:func:`beam_decode`) that the language model and seq2seq both drive with their own step.
 
 All of it runs the model's inference path one token at a time with the recurrent state carried
 along, so memory does not grow with the generated length (no training caches). Randomness
 comes only from the ``numpy.random.Generator`` passed in: a fixed seed gives identical text.
+Letters: W hypotheses in the beam, V vocabulary.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import checks as check
+from .checks import check_scalar
 from .functional import log_softmax
 from .models import LanguageModel
+from .module import eval_mode
 from .recurrent import State
 
 Array = np.ndarray
 
 
-@contextmanager
-def eval_mode(model: LanguageModel) -> Iterator[None]:
-    """Dropout off inside the block; the previous mode is restored afterwards."""
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def check_sampling(temperature: Any, top_k: Any, top_p: Any, vocab_size: int) -> None:
-    """Validate sampling options; errors say the allowed range."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); got "
-                         f"{temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be a positive int (at most the vocabulary size "
-                         f"{vocab_size}) or None; got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                              or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None; got {top_p!r}")
+def check_sampling(temperature: Any, top_k: Any, top_p: Any, vocab_size: int | None = None
+                   ) -> tuple[float, int | None, float | None]:
+    """Validate sampling options and return them: temperature >= 0 (0 = greedy), top_k a
+    positive int (above the vocabulary size it keeps every token) or None, top_p in (0, 1]
+    or None. ``vocab_size`` is not needed (kept for callers that pass it)."""
+    return (check_scalar(temperature, "temperature", float, min_val=0),
+            check_scalar(top_k, "top_k", int, min_val=1, allow_none=True),
+            check_scalar(top_p, "top_p", float, min_val=0, max_val=1,
+                         include_boundaries="right", allow_none=True))
 
 
 def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None) -> int:
     """Pick the next token id from one row of logits (V,).
 
-    temperature 0 -> argmax. Otherwise logits / temperature, keep the top_k largest, keep the
-    smallest set of most likely tokens whose probability reaches top_p, renormalise, draw.
+    temperature 0 -> argmax. Otherwise (logits - max) / temperature, keep the top_k largest,
+    keep the smallest set of most likely tokens whose probability reaches top_p, renormalise,
+    draw. A temperature so small that the quotient overflows sends every token below the
+    maximum to -inf: greedy, the limit, with ties split evenly among the maxima.
     """
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64)
+    z -= z.max()                                  # <= 0: the quotient overflows only to -inf
+    with np.errstate(over="ignore"):
+        z /= temperature
     if top_k is not None and top_k < z.size:
         kth = np.partition(z, -top_k)[-top_k]
         z[z < kth] = -np.inf
-    z -= z.max()
     p = np.exp(z)
     p /= p.sum()
     if top_p is not None and top_p < 1.0:
@@ -76,12 +70,14 @@ def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), p.size - 1))
 
 
-def _prime(model: LanguageModel, prime: Sequence[int]) -> tuple[Array, State]:
-    ids = np.asarray(prime, dtype=np.int64)
+def _prime(model: LanguageModel, prime: Sequence[int]) -> tuple[Array, State | None]:
+    """-> the prime's last token (1,) and the state after the tokens before it (or None)."""
+    ids = np.asarray(prime)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError("the prime must hold at least one token")
-    logits, state = model(ids[:, None])
-    return logits[-1, 0], state
+    ids = check.ids("prime", ids, model.config.vocab_size)
+    state = model(ids[:-1, None])[1] if ids.size > 1 else None
+    return ids[-1:].astype(np.int64), state
 
 
 def sample(model: LanguageModel, prime: Sequence[int], length: int, *,
@@ -91,90 +87,134 @@ def sample(model: LanguageModel, prime: Sequence[int], length: int, *,
 
     Returns the generated ids (the prime not included; ``end_id`` included if it came).
     """
-    check_sampling(temperature, top_k, top_p, model.config.vocab_size)
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an int >= 0; got {length!r}")
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    length = check_scalar(length, "length", int, min_val=0)
     out: list[int] = []
     with eval_mode(model):
-        logits, state = _prime(model, prime)
+        token, state = _prime(model, prime)
         step = model.stepper()
-        token = np.empty(1, np.int64)
         for _ in range(length):
-            nxt = choose_token(logits, rng, temperature, top_k, top_p)
-            out.append(nxt)
-            if end_id is not None and nxt == end_id:
+            logits, state = step(token, state)
+            token[0] = choose_token(logits[0], rng, temperature, top_k, top_p)
+            out.append(int(token[0]))
+            if end_id is not None and token[0] == end_id:
                 break
-            token[0] = nxt
-            step_logits, state = step(token, state)
-            logits = step_logits[0]
     return out
 
 
 @dataclass
 class Beam:
+    """One hypothesis: its ids (``end_id`` last if it came), the sum of their log-probabilities,
+    whether it ended with ``end_id``, and ``extra``: what the step returned beside each token's
+    log-probabilities, stacked (n, ...) (seq2seq: the attention rows), or None."""
+
     ids: list[int]
     logprob: float
     finished: bool = False
+    extra: Array | None = None
 
 
-def _take(state: State, rows: Array) -> State:
+Step = Callable[[Array, Array], tuple[Array, Array | None]]
+
+
+def reorder(state: State, rows: Array, axis: int) -> State:
+    """The rows ``rows`` of a recurrent state, h or (h, c), along its batch ``axis``."""
     if isinstance(state, tuple):
-        return (state[0][:, rows], state[1][:, rows])
-    return state[:, rows]
+        return (state[0].take(rows, axis), state[1].take(rows, axis))
+    return state.take(rows, axis)
+
+
+def _rank(logprob: Any, n: int, length_penalty: float) -> Any:
+    """The beam's one ranking rule for hypotheses of n tokens: logprob / n**length_penalty."""
+    return logprob / n ** length_penalty
+
+
+def _best(x: Array, k: int) -> Array:
+    """Indices of the k largest entries of x, largest first, ties in index order (as a stable
+    argsort of all of x would choose)."""
+    if k < x.size:
+        idx = np.flatnonzero(x >= np.partition(x, x.size - k)[x.size - k])
+    else:
+        idx = np.arange(x.size)
+    return idx[np.argsort(-x[idx], kind="stable")[:k]]
+
+
+def beam_decode(step: Step, start: int, length: int, width: int, *, end_id: int | None = None,
+                length_penalty: float = 0.0) -> list[Beam]:
+    """Beam search with any decoder, given as its ``step``: the ``width`` best hypotheses, best
+    first.
+
+    ``step(rows, tokens)`` moves the decoder on: row i of its new batch continues row
+    ``rows[i]`` (W,) of the batch before (of the initial state, one row, at the first call)
+    with token ``tokens[i]`` (W,); it returns the log-probabilities of the next token (W, V)
+    and an array (W, ...) to keep with each token, or None. The first call feeds ``start``.
+
+    Each step keeps the ``width`` best one-token continuations of the open hypotheses; those
+    that end with ``end_id`` are finished and leave the batch. A hypothesis of n tokens ranks
+    by ``logprob / n**length_penalty``: at each step, in the result, and for stopping early,
+    when ``width`` finished ones rank at least as high as any continuation of an open one
+    could (log-probabilities only fall). The result holds finished hypotheses and, after
+    ``length`` steps, open ones. Each step stores only its tokens and backpointers, and each
+    hypothesis is rebuilt once at the end: time and memory are linear in ``length``.
+    """
+    length = check_scalar(length, "length", int, min_val=1)
+    width = check_scalar(width, "width", int, min_val=1)
+    a = check_scalar(length_penalty, "length_penalty", float)
+    trail: list[tuple[Array, Array, Array, Array | None]] = []   # tokens, rows, parents, extra
+    done: list[tuple[float, int, int, int, float]] = []   # min-heap of the best finished:
+    #                                      (rank, -order, step t, candidate j, logprob)
+    rows, tokens = np.zeros(1, np.int64), np.array([start], np.int64)
+    logprob, opened = np.zeros(1), np.zeros(1, np.int64)
+    for t in range(length):
+        logp, extra = step(rows, tokens)
+        scores = (logprob[:, None] + logp).reshape(-1)                   # (W * V,)
+        top = _best(_rank(scores, t + 1, a), width)
+        rows, tokens = np.divmod(top, logp.shape[1])
+        trail.append((tokens, rows, opened[rows], extra))
+        logprob = scores[top]
+        ended = tokens == end_id
+        for j in np.flatnonzero(ended).tolist():
+            item = (_rank(logprob[j], t + 1, a), -(t * width + j), t, j, logprob[j])
+            (heapq.heappush if len(done) < width else heapq.heappushpop)(done, item)
+        opened = np.flatnonzero(~ended)
+        rows, tokens, logprob = rows[opened], tokens[opened], logprob[opened]
+        if not opened.size:
+            break
+        # the best rank any continuation can reach: at n = length tokens (a >= 0), or now
+        if len(done) == width and done[0][0] >= _rank(logprob.max(),
+                                                      length if a >= 0 else t + 1, a):
+            break
+    pool = sorted(done, reverse=True) + [(_rank(lp, t + 1, a), 0, t, int(j), lp)
+                                         for j, lp in zip(opened, logprob, strict=True)]
+    out = []
+    for _, _, last, j, lp in sorted(pool, key=lambda h: -h[0])[:width]:
+        ids, extras = [], []
+        for s in range(last, -1, -1):                     # follow the backpointers home
+            toks, rws, parents, extra = trail[s]
+            ids.append(int(toks[j]))
+            if extra is not None:
+                extras.append(extra[rws[j]])
+            j = parents[j]
+        out.append(Beam(ids[::-1], float(lp), ids[0] == end_id,
+                        np.stack(extras[::-1]) if extras else None))
+    return out
 
 
 def beam_search(model: LanguageModel, prime: Sequence[int], length: int, width: int = 5, *,
                 end_id: int | None = None, length_penalty: float = 0.0) -> list[Beam]:
-    """The most likely continuations of ``prime`` (log-probability under the model), best first.
-
-    ``width`` hypotheses advance together as the rows of one batch. A hypothesis that emits
-    ``end_id`` is finished. With ``length_penalty`` a > 0 finished hypotheses are ranked by
-    logprob / len**a, which stops the search from favouring short endings.
-    """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"beam width must be a positive int; got {width!r}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive int; got {length!r}")
-    V = model.config.vocab_size
-
-    def rank(b: Beam) -> float:
-        return b.logprob / (max(len(b.ids), 1) ** length_penalty)
-
-    finished: list[Beam] = []
+    """The ``width`` most likely continuations of ``prime`` (log-probability under the model)
+    of up to ``length`` tokens, best first: :func:`beam_decode` with the model's step."""
     with eval_mode(model):
-        logits, state = _prime(model, prime)
-        step = model.stepper()
-        logp = log_softmax(logits.astype(np.float64))[None]           # (1, V)
-        beams = [Beam([], 0.0)]
-        for _ in range(length):
-            scores = np.array([b.logprob for b in beams])[:, None] + logp   # (W, V)
-            flat = scores.reshape(-1)
-            k = min(width, flat.size)
-            top = np.argpartition(-flat, k - 1)[:k]
-            top = top[np.argsort(-flat[top], kind="stable")]
-            new: list[Beam] = []
-            parents: list[int] = []
-            for j in top:
-                parent, tok = divmod(int(j), V)
-                b = Beam([*beams[parent].ids, tok], float(flat[j]))
-                if end_id is not None and tok == end_id:
-                    b.finished = True
-                    finished.append(b)
-                else:
-                    new.append(b)
-                    parents.append(parent)
-            if not new:
-                break
-            if finished and len(finished) >= width and \
-                    max(rank(f) for f in finished) >= max(b.logprob for b in new):
-                break                      # no open hypothesis can beat the finished ones
-            beams = new
-            state = _take(state, np.array(parents))
-            tokens = np.array([b.ids[-1] for b in beams], np.int64)          # (W,)
-            step_logits, state = step(tokens, state)
-            logp = log_softmax(step_logits.astype(np.float64), axis=-1)     # (W, V)
-    pool = finished + [b for b in beams if not b.finished]
-    return sorted(pool, key=rank, reverse=True)[:width]
+        token, state = _prime(model, prime)
+        stepper = model.stepper()
+
+        def step(rows: Array, tokens: Array) -> tuple[Array, None]:
+            nonlocal state
+            logits, state = stepper(tokens, None if state is None else reorder(state, rows, 1))
+            return log_softmax(logits.astype(np.float64), axis=-1), None     # (W, V)
+
+        return beam_decode(step, int(token[0]), length, width, end_id=end_id,
+                           length_penalty=length_penalty)
 
 
 @dataclass

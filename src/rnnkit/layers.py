@@ -59,6 +59,11 @@ class Linear(Module):
             self.register_parameter("bias", rng.uniform(
                 -bound, bound, (self.out_features,)).astype(self.dtype))
 
+    @property
+    def bias(self) -> Array | None:
+        """b (O,), the live array; None for a layer made with ``bias=False``."""
+        return self._params.get("bias")
+
     def forward(self, x: Array) -> tuple[Array, Array]:
         y = x @ self._params["weight"].T                 # (..., O)
         if "bias" in self._params:

@@ -18,11 +18,11 @@ import numpy as np
 from . import checks as check
 from .layers import Embedding, Linear, dropout_mask
 from .module import Module, check_dtype, check_rng
-from .recurrent import GRU, LSTM, RNN, RecurrentCache, RNNBase, State
+from .recurrent import LAYERS, RecurrentCache, RNNBase, State
 from .scan import OneHot
 
 Array = np.ndarray
-CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+CELLS = LAYERS                  # cell name -> layer class; the table lives in recurrent.py
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,12 @@ class Stepper:
         self.hidden_size = rnn.hidden_size
         self.vocab_size = model.config.vocab_size
         self.dtype = model.dtype
-        self.layers = [rnn.math.prepare(*rnn._weights(layer)) for layer in range(rnn.num_layers)]
+        self.layers = [rnn.math.prepare(*rnn.layer_weights(k)) for k in range(rnn.num_layers)]
         p0 = self.layers[0]
         table = p0.w_x.T if model.config.one_hot else model.embedding.weight @ p0.w_x.T
         self.table = np.ascontiguousarray(table + (p0.bias if p0.bias is not None else 0))
         self.dec_wT = np.ascontiguousarray(model.decoder.weight.T)          # (H, V)
-        self.dec_b = model.decoder._params.get("bias")
+        self.dec_b = model.decoder.bias
         self._stash: dict[int, Any] = {}
 
     def _buffers(self, B: int) -> Any:
@@ -240,3 +240,16 @@ class Stepper:
         if self.dec_b is not None:
             logits += self.dec_b
         return logits, ((h, c) if c is not None else h)
+
+
+def parameter_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every parameter of ``LanguageModel(config)``, in its order, computed
+    without allocating (to check a checkpoint's tensors before the model is built)."""
+    V, E, H, L = config.vocab_size, config.embedding_dim, config.hidden_size, config.num_layers
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[config.cell] * H
+    shapes: dict[str, tuple[int, ...]] = {} if config.one_hot else {"embedding.weight": (V, E)}
+    for k in range(L):
+        shapes |= {f"rnn.weight_ih_l{k}": (G, H if k else (V if config.one_hot else E)),
+                   f"rnn.weight_hh_l{k}": (G, H), f"rnn.bias_ih_l{k}": (G,),
+                   f"rnn.bias_hh_l{k}": (G,)}
+    return shapes | {"decoder.weight": (V, H), "decoder.bias": (V,)}

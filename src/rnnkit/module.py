@@ -142,8 +142,9 @@ class Module:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
                         ) -> IncompatibleKeys:
         """Copy arrays (or anything ``np.asarray`` takes, e.g. CPU torch tensors) into the
-        parameters, cast to the module's dtype. Everything is checked before anything is
-        written: on any error the module is unchanged."""
+        parameters, cast to the module's dtype (a value it cannot hold, e.g. 1e300 into
+        float32, is refused). Everything is checked before anything is written: on any error
+        the module is unchanged."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping name -> array; got "
                             f"{type(state_dict).__name__}")
@@ -179,7 +180,14 @@ class Module:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"state_dict[{name!r}] contains NaN or Inf; refusing to "
                                  "load a broken model")
-            staged.append((p, arr))
+            with np.errstate(over="ignore"):
+                cast = arr.astype(p.dtype)
+            if not np.all(np.isfinite(cast)):
+                big = arr.flat[np.abs(arr).argmax()]
+                raise ValueError(f"state_dict[{name!r}] holds {big:g}, beyond what {p.dtype} "
+                                 f"holds (at most {np.finfo(p.dtype).max:g} in magnitude); "
+                                 "build the module with dtype=np.float64 to load it")
+            staged.append((p, cast))
         for p, arr in staged:
-            np.copyto(p, arr, casting="unsafe")
+            np.copyto(p, arr)
         return IncompatibleKeys(missing, unexpected)

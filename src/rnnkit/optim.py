@@ -19,17 +19,21 @@ Notation in the docstrings: ``p`` a parameter, ``g`` its gradient, ``t`` the ste
 increment (1 on the first step), ``d`` the gradient after coupled weight decay,
 ``d = g + weight_decay * p``. Every operation is elementwise.
 
-A step allocates nothing of parameter size: it runs in-place ufuncs on the parameters, on state
-arrays made once in the parameters' dtype, and on two scratch buffers shared by all parameters.
+A step runs in-place ufuncs on the parameters, on state arrays made once in the parameters'
+dtype, and on two scratch buffers shared by all parameters. It first copies the parameters and
+state into buffers made once, so that a step whose result is not finite is undone:
+``step()`` then returns False and nothing has changed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+
+from .checks import check_scalar
 
 Array = np.ndarray
 
@@ -55,35 +59,9 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 
 
-def _real(name: str, value: Any, what: str, ok: Callable[[float], bool], expected: str) -> float:
-    """A finite real number with ``ok(value)``; PyTorch's "Invalid <what>: <value>" otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number ({expected}); got "
-                        f"{type(value).__name__} {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and ok(v)):
-        raise ValueError(f"Invalid {what}: {value}; expected {expected}")
-    return v
-
-
-def _nonneg(name: str, value: Any, what: str, example: str) -> float:
-    return _real(name, value, what, lambda v: v >= 0.0,
-                 f"a finite {name} >= 0, e.g. {name}={example}")
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-def _count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value}")
-    return int(value)
+def _nonneg(h: Mapping[str, Any], *names: str) -> dict[str, float]:
+    """``{name: h[name]}`` for hyper-parameters that must be finite numbers >= 0."""
+    return {k: check_scalar(h[k], k, float, min_val=0) for k in names}
 
 
 def _live_triples(params: Any, owner: str) -> list[tuple[str, Array, Array]]:
@@ -151,6 +129,7 @@ class Optimizer:
         for _, p, _ in self._triples:
             sizes[p.dtype] = max(sizes.get(p.dtype, 0), p.size)
         self._scratch = {dt: (np.empty(n, dt), np.empty(n, dt)) for dt, n in sizes.items()}
+        self._saved = [np.empty_like(a) for a in self._arrays()]   # what a refused step restores
 
     # ---- what a subclass provides ----------------------------------------------------------
     @classmethod
@@ -181,13 +160,30 @@ class Optimizer:
     def param_names(self) -> list[str]:
         return [name for name, _, _ in self._triples]
 
-    def step(self) -> None:
-        """Update every parameter in place from its gradient; ``step_count += 1``."""
+    def step(self) -> bool:
+        """Update every parameter in place from its gradient; ``step_count += 1``.
+
+        Returns True. If the update would leave any parameter or state entry NaN or Inf (a
+        gradient that overflows, a learning rate far too large) nothing is applied: every
+        parameter, every state array and ``step_count`` stay exactly as they were, and it
+        returns False (without a RuntimeWarning). The caller decides what to do, e.g. count it
+        and lower the learning rate.
+        """
+        arrays = self._arrays()
+        for a, saved in zip(arrays, self._saved, strict=True):
+            np.copyto(saved, a)
         self.step_count += 1
-        for name, p, g in self._triples:
-            a, b = self._scratch[p.dtype]
-            self._update(p, g, self.state[name], a[:p.size].reshape(p.shape),
-                         b[:p.size].reshape(p.shape))
+        with np.errstate(all="ignore"):
+            for name, p, g in self._triples:
+                a, b = self._scratch[p.dtype]
+                self._update(p, g, self.state[name], a[:p.size].reshape(p.shape),
+                             b[:p.size].reshape(p.shape))
+        if all(np.isfinite(a).all() for a in arrays):
+            return True
+        for a, saved in zip(arrays, self._saved, strict=True):
+            np.copyto(a, saved)
+        self.step_count -= 1
+        return False
 
     def zero_grad(self) -> None:
         """Set every gradient to zero, in place (backward adds into them)."""
@@ -221,17 +217,15 @@ class Optimizer:
         if meta["type"] != kind:
             raise ValueError(f"this state was saved from {meta['type']!r}; this optimizer is "
                              f"{kind!r}. Build a {meta['type']} to load it.")
-        step = meta["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"meta['step'] must be an int >= 0; got {step!r}")
         if not isinstance(meta["hyper"], Mapping) or set(meta["hyper"]) != set(self.hyper_names):
             got = sorted(meta["hyper"]) if isinstance(meta["hyper"], Mapping) else meta["hyper"]
             raise ValueError(f"meta['hyper'] must have exactly the keys "
                              f"{sorted(self.hyper_names)}; got {got!r}")
         try:
+            step = check_scalar(meta["step"], "meta['step']", int, min_val=0)
             hyper = self._check_hyper(meta["hyper"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"meta['hyper'] is invalid: {e}") from e
+            raise ValueError(f"meta is invalid: {e}") from e
         if self._slots(hyper) != self._slots(self.hyper):
             raise ValueError(f"the saved hyper-parameters {meta['hyper']} need the state "
                              f"{list(self._slots(hyper))}, this {kind} has "
@@ -273,13 +267,18 @@ class Optimizer:
         for dst, src in staged:
             np.copyto(dst, src, casting="same_kind")
         self._set_hyper(hyper)
-        self.step_count = int(step)
+        self.step_count = step
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
         return f"{type(self).__name__}({args}; {len(self._triples)} parameters)"
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _arrays(self) -> list[Array]:
+        """Every array a step writes: the parameters, then the state."""
+        return ([p for _, p, _ in self._triples]
+                + [a for slots in self.state.values() for a in slots.values()])
+
     def _set_hyper(self, h: Mapping[str, Any]) -> None:
         for k in self.hyper_names:
             setattr(self, k, h[k])
@@ -339,15 +338,10 @@ class SGD(Optimizer):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        out = {
-            "lr": _nonneg("lr", h["lr"], "learning rate", "1e-3"),
-            "momentum": _nonneg("momentum", h["momentum"], "momentum value", "0.9"),
-            "dampening": _real("dampening", h["dampening"], "dampening value",
-                               lambda v: True, "a finite number, usually 0"),
-            "weight_decay": _nonneg("weight_decay", h["weight_decay"], "weight_decay value",
-                                    "1e-4"),
-            "nesterov": _flag("nesterov", h["nesterov"]),
-        }
+        out = {**_nonneg(h, "lr", "momentum"),
+               "dampening": check_scalar(h["dampening"], "dampening", float),
+               **_nonneg(h, "weight_decay"),
+               "nesterov": check_scalar(h["nesterov"], "nesterov", bool)}
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum and zero dampening; got "
                              f"momentum={out['momentum']}, dampening={out['dampening']}. Use "
@@ -424,17 +418,10 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), e.g. (0.9, 0.999); got "
                             f"{betas!r}")
-        b = tuple(_real(f"betas[{i}]", x, f"beta parameter at index {i}",
-                        lambda v: 0.0 <= v < 1.0, f"0 <= betas[{i}] < 1, e.g. "
-                        f"{(0.9, 0.999)[i]}") for i, x in enumerate(betas))
-        return {
-            "lr": _nonneg("lr", h["lr"], "learning rate", "1e-3"),
-            "betas": b,
-            "eps": _nonneg("eps", h["eps"], "epsilon value", "1e-8"),
-            "weight_decay": _nonneg("weight_decay", h["weight_decay"], "weight_decay value",
-                                    "1e-2"),
-            "amsgrad": _flag("amsgrad", h["amsgrad"]),
-        }
+        b = tuple(check_scalar(x, f"betas[{i}]", float, min_val=0, max_val=1,
+                               include_boundaries="left") for i, x in enumerate(betas))
+        return {**_nonneg(h, "lr"), "betas": b, **_nonneg(h, "eps", "weight_decay"),
+                "amsgrad": check_scalar(h["amsgrad"], "amsgrad", bool)}
 
     @classmethod
     def _slots(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
@@ -531,16 +518,10 @@ class RMSprop(Optimizer):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": _nonneg("lr", h["lr"], "learning rate", "1e-2"),
-            "alpha": _real("alpha", h["alpha"], "alpha value", lambda v: 0.0 <= v <= 1.0,
-                           "0 <= alpha <= 1, e.g. alpha=0.99"),
-            "eps": _nonneg("eps", h["eps"], "epsilon value", "1e-8"),
-            "weight_decay": _nonneg("weight_decay", h["weight_decay"], "weight_decay value",
-                                    "1e-4"),
-            "momentum": _nonneg("momentum", h["momentum"], "momentum value", "0.9"),
-            "centered": _flag("centered", h["centered"]),
-        }
+        return {**_nonneg(h, "lr"),
+                "alpha": check_scalar(h["alpha"], "alpha", float, min_val=0, max_val=1),
+                **_nonneg(h, "eps", "weight_decay", "momentum"),
+                "centered": check_scalar(h["centered"], "centered", bool)}
 
     @classmethod
     def _slots(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
@@ -614,16 +595,7 @@ class Adagrad(Optimizer):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "lr": _nonneg("lr", h["lr"], "learning rate", "1e-2"),
-            "lr_decay": _nonneg("lr_decay", h["lr_decay"], "lr_decay value", "1e-4"),
-            "weight_decay": _nonneg("weight_decay", h["weight_decay"], "weight_decay value",
-                                    "1e-4"),
-            "initial_accumulator_value": _nonneg(
-                "initial_accumulator_value", h["initial_accumulator_value"],
-                "initial_accumulator_value value", "0.1"),
-            "eps": _nonneg("eps", h["eps"], "epsilon value", "1e-10"),
-        }
+        return _nonneg(h, *cls.hyper_names)
 
     @classmethod
     def _slots(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
@@ -697,13 +669,9 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0) -> floa
         the step.
     """
     arrays = _grad_list(grads, "clip_grad_norm_")
-    max_norm = _nonneg("max_norm", max_norm, "max_norm", "1.0")
-    try:
-        q = float(norm_type)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"norm_type must be a number or 'inf'; got {norm_type!r}") from e
-    if not q > 0:
-        raise ValueError(f"Invalid norm_type: {norm_type}; expected q > 0 or inf, e.g. 2.0")
+    max_norm = check_scalar(max_norm, "max_norm", float, min_val=0)
+    q = math.inf if norm_type in (math.inf, "inf") else check_scalar(
+        norm_type, "norm_type", float, min_val=0, include_boundaries="neither")
     norms = [np.linalg.norm(np.asarray(a, np.float64).ravel(), q) if a.size else 0.0
              for a in arrays]
     total = float(np.linalg.norm(np.asarray(norms, np.float64), q)) if norms else 0.0
@@ -725,7 +693,7 @@ def clip_grad_value_(grads: Any, clip_value: float) -> None:
     ``grads`` is a module, a dict name -> ndarray or a list of ndarrays; NaN stays NaN.
     """
     arrays = _grad_list(grads, "clip_grad_value_")
-    c = _nonneg("clip_value", clip_value, "clip_value", "1.0")
+    c = check_scalar(clip_value, "clip_value", float, min_val=0)
     for a in arrays:
         np.clip(a, -c, c, out=a)
 
@@ -795,8 +763,8 @@ class LRScheduler:
                              f"{kind!r}")
         try:
             hyper = self._check_hyper(state)
-            base_lr = _nonneg("base_lr", state["base_lr"], "base_lr", "1e-3")
-            last_epoch = _count("last_epoch", state["last_epoch"], 0)
+            base_lr = check_scalar(state["base_lr"], "base_lr", float, min_val=0)
+            last_epoch = check_scalar(state["last_epoch"], "last_epoch", int, min_val=0)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{kind} state is invalid: {e}") from e
         for k, v in hyper.items():
@@ -810,7 +778,7 @@ class LRScheduler:
 
 
 def _gamma(value: Any) -> float:
-    return _real("gamma", value, "gamma", lambda v: v > 0, "a finite gamma > 0, e.g. 0.1")
+    return check_scalar(value, "gamma", float, min_val=0, include_boundaries="neither")
 
 
 class StepLR(LRScheduler):
@@ -828,7 +796,8 @@ class StepLR(LRScheduler):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        return {"step_size": _count("step_size", h["step_size"], 1), "gamma": _gamma(h["gamma"])}
+        return {"step_size": check_scalar(h["step_size"], "step_size", int, min_val=1),
+                "gamma": _gamma(h["gamma"])}
 
     def get_lr(self) -> float:
         return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
@@ -872,8 +841,8 @@ class CosineAnnealingLR(LRScheduler):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        return {"T_max": _count("T_max", h["T_max"], 1),
-                "eta_min": _nonneg("eta_min", h["eta_min"], "eta_min", "0.0")}
+        return {"T_max": check_scalar(h["T_max"], "T_max", int, min_val=1),
+                **_nonneg(h, "eta_min")}
 
     def get_lr(self) -> float:
         cos = math.cos(math.pi * self.last_epoch / self.T_max)
@@ -902,13 +871,11 @@ class LinearLR(LRScheduler):
 
     @classmethod
     def _check_hyper(cls, h: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "start_factor": _real("start_factor", h["start_factor"], "start_factor",
-                                  lambda v: 0 < v <= 1, "0 < start_factor <= 1, e.g. 0.01"),
-            "end_factor": _real("end_factor", h["end_factor"], "end_factor",
-                                lambda v: 0 <= v <= 1, "0 <= end_factor <= 1, e.g. 1.0"),
-            "total_iters": _count("total_iters", h["total_iters"], 1),
-        }
+        return {"start_factor": check_scalar(h["start_factor"], "start_factor", float,
+                                             min_val=0, max_val=1, include_boundaries="right"),
+                "end_factor": check_scalar(h["end_factor"], "end_factor", float, min_val=0,
+                                           max_val=1),
+                "total_iters": check_scalar(h["total_iters"], "total_iters", int, min_val=1)}
 
     def get_lr(self) -> float:
         frac = min(self.last_epoch, self.total_iters) / self.total_iters

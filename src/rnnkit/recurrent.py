@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from . import checks as check
-from .functional import CellMath, GRUMath, LSTMMath, RNNMath
-from .module import Module, check_rng
+from .functional import CellMath, GRUMath, LSTMMath, RNNMath, valid_mask
+from .module import Module, check_rng, eval_mode
 from .scan import DirectionCache, OneHot, direction_backward, direction_forward
 
 Array = np.ndarray
@@ -73,6 +73,7 @@ class RNNBase(Module):
     """Shared by RNN, GRU and LSTM: parameters, input checks, layers, directions, lengths."""
 
     mode = "RNN_TANH"
+    math_class: type[CellMath] = RNNMath     # the per-step math; its ``gates`` is G
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, dropout: float = 0.0,
@@ -113,7 +114,7 @@ class RNNBase(Module):
                 self._names.append(names)
 
     def _make_math(self, nonlinearity: str) -> CellMath:
-        raise NotImplementedError
+        return self.math_class()
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -130,8 +131,11 @@ class RNNBase(Module):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _weights(self, idx: int) -> tuple[Array, Array, Array | None, Array | None]:
-        w_ih, w_hh, b_ih, b_hh = self._names[idx]
+    def layer_weights(self, layer: int, direction: int = 0
+                      ) -> tuple[Array, Array, Array | None, Array | None]:
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of one layer and direction (1: the
+        reverse one); the biases are None without ``bias``. The live arrays, not copies."""
+        w_ih, w_hh, b_ih, b_hh = self._names[layer * self.num_directions + direction]
         p = self._params
         return (p[w_ih], p[w_hh], p[b_ih] if b_ih else None, p[b_hh] if b_hh else None)
 
@@ -253,13 +257,9 @@ class RNNBase(Module):
         cache), whatever the module's mode; for watching a network's memory, e.g. which units
         count characters (``rnnkit lab neurons``). ``hs[:, -K:]`` are the output ``y``'s halves.
         """
-        was = self.training
-        self.eval()
-        try:
-            record: list[tuple[Array, Array | None]] = []
+        record: list[tuple[Array, Array | None]] = []
+        with eval_mode(self):
             _, hn, _ = self._forward(x, hx, lengths, keep=False, record=record)
-        finally:
-            self.train(was)
         hs = np.stack([h for h, _ in record], axis=1)
         c_list = [c for _, c in record if c is not None]
         cs = np.stack(c_list, axis=1) if c_list else None
@@ -277,8 +277,8 @@ class RNNBase(Module):
         lens = check.lengths(lengths, T, B)
         # NaN/Inf only matter where t < length; the index in the message points into x as given
         if not isinstance(x, OneHot):
-            check.finite("x", x_given, None if lens is None else
-                         self._valid_as_given(np.arange(T)[:, None] < lens[None, :]))
+            check.finite("x", x_given,
+                         None if lens is None else self._valid_as_given(valid_mask(lens, T)))
         h0, c0 = self._check_hx(hx, B, unbatched)
         L, K, H = self.num_layers, self.num_directions, self.hidden_size
         if h0 is None:
@@ -290,8 +290,7 @@ class RNNBase(Module):
         if lens is not None and lens.min() < T:
             # sort longest first: the rows still running at step t are then a prefix
             perm = np.argsort(-lens, kind="stable")
-            slens = lens[perm]
-            valid = np.arange(T)[:, None] < slens[None, :]           # (T, B)
+            valid = valid_mask(lens[perm], T)                        # (T, B)
             batch_sizes = valid.sum(axis=1)                          # (T,)
             if isinstance(x, OneHot):
                 ids = x.ids[:, perm]                                 # a copy
@@ -318,7 +317,7 @@ class RNNBase(Module):
                     c_out = np.zeros((T, B, H), self.dtype)
                 hN, cN, dcache = direction_forward(
                     self.math, inp, h0[idx], None if c0 is None else c0[idx],
-                    *self._weights(idx), out=y[:, :, d * H:(d + 1) * H],
+                    *self.layer_weights(layer, d), out=y[:, :, d * H:(d + 1) * H],
                     batch_sizes=batch_sizes, reverse=d == 1, keep=keep, c_out=c_out)
                 if record is not None:
                     record.append((y[:, :, d * H:(d + 1) * H], c_out))
@@ -386,10 +385,8 @@ class RNNBase(Module):
             dy = check.array("dy", dy, self.dtype, words)
             want = ((T, KH) if unbatched else (B, T, KH) if self.batch_first else (T, B, KH))
             check.shape("dy", dy, want, words, "dy is dL/dy: it has the shape of y.")
-            valid = None
-            if cache.perm is not None and cache.valid is not None:
-                valid = np.empty_like(cache.valid)
-                valid[:, cache.perm] = cache.valid                # the caller's batch order
+            valid = (None if cache.perm is None or cache.valid is None
+                     else _unsort(cache.valid, cache.perm))       # the caller's batch order
             check.finite("dy", dy, None if valid is None else self._valid_as_given(valid))
             dy_s = dy[:, None] if unbatched else dy.transpose(1, 0, 2) if self.batch_first \
                 else dy
@@ -492,6 +489,7 @@ class GRU(RNNBase):
     """
 
     mode = "GRU"
+    math_class = GRUMath
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
@@ -499,9 +497,6 @@ class GRU(RNNBase):
                  batch_first: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
                          bidirectional, dtype, rng, batch_first=batch_first)
-
-    def _make_math(self, nonlinearity: str) -> CellMath:
-        return GRUMath()
 
 
 class LSTM(RNNBase):
@@ -518,6 +513,7 @@ class LSTM(RNNBase):
     """
 
     mode = "LSTM"
+    math_class = LSTMMath
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
@@ -525,9 +521,6 @@ class LSTM(RNNBase):
                  batch_first: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
                          bidirectional, dtype, rng, batch_first=batch_first)
-
-    def _make_math(self, nonlinearity: str) -> CellMath:
-        return LSTMMath()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -678,3 +671,8 @@ class LSTMCell(_CellBase):
                  dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
         self.math = LSTMMath()
         super().__init__(input_size, hidden_size, bias, dtype, rng)
+
+
+# the one table of cell names: every module that picks a layer or a cell by name imports it
+LAYERS: dict[str, type[RNNBase]] = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}

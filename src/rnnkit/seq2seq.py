@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from . import checks as check
-from .functional import log_softmax, softmax
+from .functional import log_softmax, softmax, valid_mask
+from .generate import beam_decode, reorder
 from .layers import Embedding, Linear, softmax_cross_entropy
 from .module import Module, check_dtype, check_rng
 from .recurrent import GRU, LSTM, CellCache, GRUCell, LSTMCell, RecurrentCache, State
@@ -141,8 +142,11 @@ class Attention(Module):
         return dict(self._params)
 
     def add_grads(self, grads: Mapping[str, Array]) -> None:
+        """Add ``grads[name]`` into the gradient of each parameter named in ``grads``; other
+        keys (``query``, ``keys``, ``proj_keys``) are ignored."""
         for name, g in self._grads.items():
-            g += grads[name]
+            if name in grads:
+                g += grads[name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,7 +279,7 @@ class Seq2Seq(Module):
         else:
             (keys, hn), enc = self.encoder(x, None, lens), None
         S = src.shape[0]
-        mask = None if lens is None else np.arange(S)[:, None] < lens[None, :]
+        mask = valid_mask(lens, S)
         finals = list(hn) if isinstance(hn, tuple) else [hn]             # h_n (and c_n)
         bridges = [self.bridge] + ([self.bridge_c] if len(finals) == 2 else [])
         s0, saved = [], []
@@ -326,9 +330,7 @@ class Seq2Seq(Module):
         logits = np.empty((T, B, self.config.tgt_vocab_size), self.dtype)
         out_in = np.empty((T, B, H + keys.shape[2]), self.dtype)
         weights = np.empty((T, B, S), self.dtype)
-        cache = Seq2SeqCache(emb_ids, tgt_in,
-                             None if tlens is None else np.arange(T)[:, None] < tlens[None, :],
-                             enc, keys, saved)
+        cache = Seq2SeqCache(emb_ids, tgt_in, valid_mask(tlens, T), enc, keys, saved)
         for t in range(T):
             logits[t], state, weights[t], out_in[t], step_cache = self._step(
                 tgt_in[t], state, keys, proj_keys, mask, keep=True)
@@ -379,8 +381,8 @@ class Seq2Seq(Module):
             dh = dh + g["query"]
         # proj_keys = k W_k^T, computed once in forward: project its gradient once
         S = keys.shape[0]
-        self.attention._grads["weight_key"] += \
-            dproj.reshape(S * B, -1).T @ keys.reshape(S * B, -1)
+        self.attention.add_grads({"weight_key": dproj.reshape(S * B, -1).T
+                                  @ keys.reshape(S * B, -1)})
         dkeys += dproj @ self.attention.weight_key
         self.tgt_embedding.backward(dy_emb, cache.tgt_ids)
         # s_0 = tanh(z W^T + b), z = [h_fwd; h_rev] of the encoder's final states
@@ -436,9 +438,9 @@ class Seq2Seq(Module):
 
     def beam(self, src: Array, src_lengths: Any = None, width: int = 4, max_len: int = 50, *,
              length_penalty: float = 0.0) -> list[Translation]:
-        """Beam search, one source at a time with its ``width`` hypotheses as a batch. A
-        hypothesis ends at ``<end>``; the search stops when no open hypothesis can beat the
-        best finished one. Ranked by logprob / len**length_penalty; best per column."""
+        """Beam search (:func:`rnnkit.generate.beam_decode`), one source at a time with its
+        ``width`` hypotheses as a batch; a hypothesis ends at ``<end>``. Ranked by logprob /
+        n**length_penalty, n the tokens written, ``<end>`` included; the best per column."""
         src, lens, max_len = self._check_decode(src, src_lengths, max_len)
         width = check.positive_int("width", width)
         return [self._beam_one(src[: (src.shape[0] if lens is None else int(lens[b])), b:b + 1],
@@ -446,51 +448,20 @@ class Seq2Seq(Module):
 
     def _beam_one(self, src: Array, width: int, max_len: int, length_penalty: float
                   ) -> Translation:
-        end = self.config.end_id
         keys, state, _, _ = self._encode(src, None, keep=False)         # (S, 1, K)
         proj_keys = keys @ self.attention.weight_key.T
 
-        def rank(tr: Translation) -> float:
-            return tr.logprob / (len(tr.ids) + 1) ** length_penalty
+        def step(rows: Array, y: Array) -> tuple[Array, Array]:
+            nonlocal state
+            k, pk = np.repeat(keys, rows.size, axis=1), np.repeat(proj_keys, rows.size, axis=1)
+            logits, state, a, _, _ = self._step(y, reorder(state, rows, 0), k, pk, None, False)
+            return log_softmax(logits.astype(np.float64), axis=-1), a   # (W, V), (W, S)
 
-        S = src.shape[0]
-        beams = [Translation([], np.empty((0, S), self.dtype), 0.0, False)]
-        finished: list[Translation] = []
-        y = np.array([self.config.start_id], np.int64)
-        for _ in range(max_len):
-            W = len(beams)
-            k = np.repeat(keys, W, axis=1)
-            pk = np.repeat(proj_keys, W, axis=1)
-            logits, state, a, _, _ = self._step(y, state, k, pk, None, False)
-            logp = log_softmax(logits.astype(np.float64), axis=-1)        # (W, V)
-            scores = np.array([b.logprob for b in beams])[:, None] + logp
-            flat = scores.reshape(-1)
-            top = np.argsort(-flat, kind="stable")[:width]
-            keep_rows, opened = [], []
-            for j in top.tolist():
-                parent, tok = divmod(j, logp.shape[1])
-                pb = beams[parent]
-                w = np.concatenate([pb.weights, a[parent][None]], axis=0)
-                if tok == end:
-                    finished.append(Translation(pb.ids, w, float(flat[j]), True))
-                else:
-                    opened.append(Translation([*pb.ids, tok], w, float(flat[j]), False))
-                    keep_rows.append(parent)
-            if not opened:
-                break
-            best_done = max((rank(f) for f in finished), default=-np.inf)
-            # log-probabilities only fall: an open hypothesis never beats its current score
-            if best_done >= max(b.logprob for b in opened) and length_penalty == 0:
-                break
-            rows = np.array(keep_rows)
-            state = (state[0][rows], state[1][rows]) if isinstance(state, tuple) \
-                else state[rows]
-            beams = opened
-            y = np.array([b.ids[-1] for b in beams], np.int64)
-        else:
-            finished += beams
-        pool = finished or beams
-        return max(pool, key=rank)
+        best = beam_decode(step, self.config.start_id, max_len, width, end_id=self.config.end_id,
+                           length_penalty=length_penalty)[0]
+        assert best.extra is not None
+        return Translation(best.ids[: len(best.ids) - best.finished], best.extra, best.logprob,
+                           best.finished)
 
 
 def sequence_loss(logits: Array, targets: Array, lengths: Any = None) -> tuple[float, Array]:
@@ -498,6 +469,5 @@ def sequence_loss(logits: Array, targets: Array, lengths: Any = None) -> tuple[f
     ``loss, dlogits`` with ``dlogits`` zero at padding."""
     T, B = targets.shape
     lens = check.lengths(lengths, T, B)
-    mask = None if lens is None else np.arange(T)[:, None] < lens[None, :]
-    loss, dlogits, _ = softmax_cross_entropy(logits, targets, mask)
+    loss, dlogits, _ = softmax_cross_entropy(logits, targets, valid_mask(lens, T))
     return loss, dlogits

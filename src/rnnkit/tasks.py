@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .functional import valid_mask
 from .module import check_rng
 
 Array = np.ndarray
@@ -174,7 +175,7 @@ class Batch:
     @property
     def tgt_mask(self) -> Array:
         """(T, B) True where a target position counts."""
-        return np.arange(self.tgt_out.shape[0])[:, None] < self.tgt_lengths[None, :]
+        return valid_mask(self.tgt_lengths, self.tgt_out.shape[0])
 
 
 def source_text(n: int, reverse: bool = False, grouped: bool = False) -> str:

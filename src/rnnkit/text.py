@@ -36,12 +36,12 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import numpy as np
 
 from . import checks as check
+from .files import FileError, read_bytes
 
 __all__ = [
     "LEVELS",
@@ -92,13 +92,9 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     p = os.fspath(path)
     try:
-        data = Path(p).read_bytes()
-    except FileNotFoundError:
-        raise TextDataError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise TextDataError(f"{p}: is a directory; give the path of a UTF-8 text file") from None
-    except OSError as e:
-        raise TextDataError(f"{p}: cannot read: {e.strerror or e}") from None
+        data = read_bytes(p, "text file")
+    except FileError as e:
+        raise TextDataError(str(e)) from None
     skip = len(_BOM) if data.startswith(_BOM) else 0
     if len(data) == skip:
         raise TextDataError(f"{p}: the file is empty; give a UTF-8 text file with some text")
@@ -120,7 +116,8 @@ def read_text(path: str | os.PathLike[str]) -> str:
             f"{data.count(NL, 0, offset) + 1}) cannot be decoded. Re-encode the file as "
             f"UTF-8, e.g. iconv -f LATIN1 -t UTF-8 {p} > {p}.utf8 (with the file's real "
             f"encoding in place of LATIN1; `file -i {p}` may name it)") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    del data
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +125,7 @@ def read_text(path: str | os.PathLike[str]) -> str:
 
 # word level: a word (letters, digits, _, inner apostrophes: don't, o'er), a newline, or any
 # other single non-space character (punctuation). Other whitespace separates and is dropped.
-_WORD = re.compile(r"\w+(?:'\w+)*|\n|[^\w\s]")
+WORD = re.compile(r"\w+(?:'\w+)*|\n|[^\w\s]")
 _NO_SPACE_BEFORE = frozenset(",.;:!?')]}-")
 _NO_SPACE_AFTER = frozenset("([{-")
 
@@ -156,7 +153,7 @@ def tokenize(text: str, level: str) -> list[str]:
         raise TypeError(f"text must be a str; got {type(text).__name__}")
     if _check_level(level) == "char":
         return list(text)
-    return _WORD.findall(text)
+    return WORD.findall(text)
 
 
 def detokenize(tokens: Iterable[str], level: str) -> str:

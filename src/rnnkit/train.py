@@ -18,7 +18,6 @@ in a row stop the run. Ctrl-C (SIGINT) and SIGTERM finish the current step, save
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -33,12 +32,17 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import checkpoint, optim
+from .checks import check_scalar
 from .corpora import load_corpus
+from .files import printable
 from .generate import sample
 from .layers import softmax_cross_entropy
 from .models import LanguageModel, LMConfig
+from .module import eval_mode
 from .recurrent import State
+from .rundir import RunDir, check_language_model
 from .text import (
+    WORD,
     SentenceBatch,
     SentenceBatches,
     StreamBatch,
@@ -94,37 +98,25 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        def pos_int(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
-
-        if self.level not in ("char", "word"):
-            raise ValueError(f"level must be 'char' or 'word'; got {self.level!r}")
-        if self.mode not in ("stream", "sentence"):
-            raise ValueError(f"mode must be 'stream' or 'sentence'; got {self.mode!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got "
-                             f"{self.optimizer!r}")
-        for name in ("min_count", "seq_len", "batch_size", "eval_interval", "max_bad_steps"):
-            pos_int(name)
-        if self.max_steps is not None:
-            pos_int("max_steps")
-        if isinstance(self.sample_length, bool) or not isinstance(self.sample_length, int) \
-                or self.sample_length < 0:
-            raise ValueError(f"sample_length must be an int >= 0; got {self.sample_length!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number; got {self.lr}")
-        for name in ("grad_clip", "clip_value", "max_minutes"):
-            v = getattr(self, name)
-            if v is not None and not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number or None; got {v}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be >= 0; got {self.temperature}")
+        for name, choices in (("level", ("char", "word")), ("mode", ("stream", "sentence")),
+                              ("optimizer", tuple(OPTIMIZERS))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}; got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("min_count", "seq_len", "batch_size", "eval_interval", "max_bad_steps",
+                     "max_steps"):
+            check_scalar(getattr(self, name), name, int, min_val=1,
+                         allow_none=name == "max_steps")
+        check_scalar(self.sample_length, "sample_length", int, min_val=0)
+        check_scalar(self.seed, "seed", int, min_val=0)
+        check_scalar(self.val_fraction, "val_fraction", float, min_val=0, max_val=1,
+                     include_boundaries="neither")
+        for name in ("lr", "grad_clip", "clip_value", "max_minutes"):
+            check_scalar(getattr(self, name), name, float, min_val=0,
+                         include_boundaries="right", allow_none=name != "lr")
+        check_scalar(self.lr_decay, "lr_decay", float, min_val=0, max_val=1,
+                     include_boundaries="right")
+        check_scalar(self.temperature, "temperature", float, min_val=0)
         self.model_config()  # validates cell, sizes, dropout, dtype
 
     def model_config(self, vocab_size: int = 1) -> LMConfig:
@@ -211,6 +203,80 @@ def prepare_data(cfg: TrainConfig, vocab: Vocab | None = None) -> Data:
     return Data(vocab, train, val, crc, corpus.source, len(text))
 
 
+def validation_start(text: str, level: str, mode: str, val_fraction: float) -> int:
+    """Where the validation part of ``text`` begins, as a character offset, split exactly as
+    :func:`rnnkit.train.prepare_data` splits it (:func:`~rnnkit.text.split_ids` holds out the
+    last ``val_fraction``):
+
+    * stream mode: of the TOKENS (``tokenize(text, level)``); the offset is that of the first
+      validation token, then moved on to the first line that starts inside the validation part
+      (when there is one), so the text read begins with a whole line the model never trained on;
+    * sentence mode: of the non-empty LINES (``tokenize_lines``); the offset is that of the
+      first validation line's first non-blank character.
+
+    ``tokenize(text[offset:], level)`` is then the validation tokens (from that line on).
+    """
+    if mode == "sentence":
+        n = len(tokenize_lines(text, level))
+        _, val = split_ids(list(range(n)), val_fraction)
+        first, k, offset = val[0], 0, 0
+        for raw in text.split("\n"):
+            line = raw.strip()
+            if line and tokenize(line, level):
+                if k == first:
+                    return offset + len(raw) - len(raw.lstrip())
+                k += 1
+            offset += len(raw) + 1
+        raise AssertionError("unreachable: the first validation line was not found")
+    n_tokens = len(tokenize(text, level))
+    _, val_idx = split_ids(np.arange(n_tokens), val_fraction)
+    first = int(val_idx[0])
+    if level == "char":
+        start = first
+    else:
+        start = next(m.start() for i, m in enumerate(WORD.finditer(text)) if i == first)
+    if start > 0 and text[start - 1] != "\n":
+        nl = text.find("\n", start)
+        if 0 <= nl < len(text) - 1:
+            start = nl + 1
+    return start
+
+
+def validation_text(meta: dict[str, Any], level: str) -> tuple[str, str]:
+    """The validation part of the checkpoint's corpus (text the model did not train on), split
+    as ``rnnkit train`` split it for the checkpoint's mode and level (:func:`validation_start`)."""
+    train = meta.get("train")
+    if not isinstance(train, dict):
+        train = {}
+    name = train.get("corpus")
+    if not isinstance(name, str):
+        raise ValueError("the checkpoint names no corpus; give --text FILE")
+    try:
+        corpus = load_corpus(name)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"the checkpoint's corpus {name!r} cannot be loaded ({e}); give "
+                       "--text FILE") from None
+    text = corpus.text
+    crc = meta.get("data_crc")
+    if isinstance(crc, int) and zlib.crc32(text.encode("utf-8")) != crc:
+        raise ValueError(f"the checkpoint's corpus {name!r} is not the text the model was trained "
+                       "on (it changed since): its validation part cannot be found; give "
+                       "--text FILE")
+    try:
+        cfg = TrainConfig.from_json(train)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"the checkpoint's training config is unusable ({e}); give --text "
+                         "FILE") from None
+    vf, mode = cfg.val_fraction, cfg.mode
+    try:
+        start = validation_start(text, level, mode, vf)
+    except ValueError as e:
+        raise ValueError(f"the checkpoint's corpus {name!r}: {e}; give --text FILE") from None
+    what = "lines" if mode == "sentence" else ("characters" if level == "char" else "tokens")
+    return text[start:], (f"corpus {name}, its validation part (the last {vf:.0%} of its "
+                          f"{what}, as rnnkit train held it out; unseen in training)")
+
+
 # ------------------------------------------------------------------------------------------------
 # evaluation
 # ------------------------------------------------------------------------------------------------
@@ -219,11 +285,9 @@ def prepare_data(cfg: TrainConfig, vocab: Vocab | None = None) -> Data:
 def evaluate(model: LanguageModel, batches: StreamBatches | SentenceBatches,
              max_batches: int | None = None) -> float:
     """Mean cross-entropy (nats per token) over the validation batches, in eval mode."""
-    was = model.training
-    model.eval()
     total, count = 0.0, 0
     state: State | None = None
-    try:
+    with eval_mode(model):
         for k, batch in enumerate(batches.epoch_batches()):
             if max_batches is not None and k >= max_batches:
                 break
@@ -236,8 +300,6 @@ def evaluate(model: LanguageModel, batches: StreamBatches | SentenceBatches,
                 loss, _, n = softmax_cross_entropy(logits, batch.y)
             total += loss * n
             count += n
-    finally:
-        model.train(was)
     return total / max(count, 1)
 
 
@@ -260,42 +322,6 @@ def sample_text(model: LanguageModel, vocab: Vocab, prime: str | None, length: i
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[LanguageModel, Vocab, dict[str, Any]]:
-    """Load a language model for sampling: ``path`` is a run directory (its best, else last
-    checkpoint) or a ``.safetensors`` file. Validates config, vocabulary and every shape."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best", "last"):
-            if (p / f"{name}{checkpoint.SUFFIX}").is_file():
-                p = p / f"{name}{checkpoint.SUFFIX}"
-                break
-        else:
-            raise checkpoint.CheckpointError(f"{path}: no best.safetensors or last.safetensors "
-                                             "here; is it the --out directory of rnnkit train?")
-    tensors, meta = checkpoint.load(p)
-    model, vocab = _model_from(p, tensors, meta)
-    return model, vocab, meta
-
-
-def _model_from(path: Path, tensors: dict[str, Array], meta: dict[str, Any]
-                ) -> tuple[LanguageModel, Vocab]:
-    try:
-        if meta.get("kind") != "language-model":
-            raise ValueError(f"kind is {meta.get('kind')!r}, not 'language-model'")
-        vocab = Vocab.from_json(meta["vocab"])
-        mcfg = LMConfig.from_json(meta["model"])
-        if mcfg.vocab_size != len(vocab):
-            raise ValueError(f"model vocab_size {mcfg.vocab_size} != vocabulary size "
-                             f"{len(vocab)}")
-        model = LanguageModel(mcfg, rng=0)
-        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(weights, strict=True)
-    except (KeyError, ValueError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"{path}: not a usable rnnkit language model: {e}") \
-            from e
-    return model, vocab
 
 
 @contextmanager
@@ -340,9 +366,10 @@ class Summary:
 
 
 class Trainer:
-    """A training run in ``out``: ``metrics.jsonl``, ``last.safetensors``,
-    ``best.safetensors``, ``loss.png``. With ``resume=True`` it continues the run saved in
-    ``out``; ``overrides`` may change only the budget and reporting settings."""
+    """A training run in ``out`` (layout and writes: ``rundir.RunDir``). With
+    ``resume=True`` it continues the run saved in ``out``; ``overrides`` may change only the
+    budget and reporting settings. The run holds the directory's lock from construction to
+    the end of ``run()`` (or ``close()``): a second trainer on it is refused."""
 
     def __init__(self, cfg: TrainConfig | None, out: str | Path, *, resume: bool = False,
                  overrides: dict[str, Any] | None = None, log: TextIO | None = None,
@@ -352,35 +379,32 @@ class Trainer:
         self.log = log if log is not None else sys.stdout
         self.progress = progress
         self.before_step = before_step
-        overrides = dict(overrides or {})
+        self.budget_note = ""
+        if not resume and cfg is None:
+            raise ValueError("a new run needs a TrainConfig")
+        self.run_dir = RunDir(self.out)
+        self.run_dir.acquire()
+        try:
+            self._setup(cfg, resume, dict(overrides or {}))
+        except BaseException:
+            self.run_dir.release()
+            raise
+
+    def _setup(self, cfg: TrainConfig | None, resume: bool, overrides: dict[str, Any]) -> None:
         saved: tuple[dict[str, Array], dict[str, Any]] | None = None
         if resume:
-            last = self.out / f"last{checkpoint.SUFFIX}"
-            if not last.is_file():
+            if not self.run_dir.has_run():
                 raise checkpoint.CheckpointError(
-                    f"--resume: {last} does not exist; start without --resume, or point --out "
-                    "at the directory of an earlier run")
-            saved = checkpoint.load(last)
-            meta = saved[1]
-            base = TrainConfig.from_json(meta["train"])
-            changed = {k: v for k, v in overrides.items() if k not in BUDGET_FIELDS
-                       and getattr(base, k) != v}
-            if changed:
-                raise ValueError("--resume continues a run exactly, so only "
-                                 f"{', '.join(BUDGET_FIELDS)} may change; these differ from "
-                                 f"the checkpoint: "
-                                 + ", ".join(f"{k}={v!r} (saved {getattr(base, k)!r})"
-                                             for k, v in changed.items()))
-            d = base.to_json()
-            d.update({k: v for k, v in overrides.items() if k in BUDGET_FIELDS})
-            self.cfg = TrainConfig(**d)
+                    f"--resume: {self.run_dir.last} does not exist; start without --resume, "
+                    "or point --out at the directory of an earlier run")
+            saved = checkpoint.load(self.run_dir.last, _expect_resumable)
+            self.cfg = self._resumed_config(TrainConfig.from_json(saved[1]["train"]), overrides)
         else:
-            if cfg is None:
-                raise ValueError("a new run needs a TrainConfig")
+            assert cfg is not None
+            if self.run_dir.has_run():
+                raise FileExistsError(f"{self.out} already holds a run ({self.run_dir.last.name})"
+                                      "; use --resume to continue it or another --out")
             self.cfg = cfg
-            if (self.out / f"last{checkpoint.SUFFIX}").exists():
-                raise FileExistsError(f"{self.out} already holds a run (last.safetensors); use "
-                                      "--resume to continue it or another --out")
         cfg = self.cfg
         vocab = Vocab.from_json(saved[1]["vocab"]) if saved else None
         self.data = prepare_data(cfg, vocab)
@@ -400,16 +424,42 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.best_val: float | None = None
+        self.best_step: int | None = None
         self.skipped = 0
         self.bad_streak = 0
         self.carry: State | None = None
         self._last_saved = 0
-        self.ckpt = checkpoint.CheckpointManager(self.out)
         if saved:
             self._restore(*saved)
+        else:
+            self.run_dir.new_log()
+
+    def _resumed_config(self, base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+        """The saved config with the budget and reporting settings given now. A budget given
+        now (--max-steps, --max-minutes) replaces the saved one whole."""
+        changed = {k: v for k, v in overrides.items() if k not in BUDGET_FIELDS
+                   and getattr(base, k) != v}
+        if changed:
+            raise ValueError("--resume continues a run exactly, so only "
+                             f"{', '.join(BUDGET_FIELDS)} may change; these differ from "
+                             "the checkpoint: "
+                             + ", ".join(f"--{k.replace('_', '-')} {v!r} (saved "
+                                         f"{getattr(base, k)!r})" for k, v in changed.items()))
+        d = base.to_json()
+        if "max_steps" in overrides or "max_minutes" in overrides:
+            d.update(max_steps=None, max_minutes=None)
+        d.update({k: v for k, v in overrides.items() if k in BUDGET_FIELDS})
+        cfg = TrainConfig(**d)
+        self.budget_note = _budget(cfg) + ("" if _budget(cfg) == _budget(base) else
+                                           f" (the saved budget was {_budget(base)})")
+        return cfg
+
+    def close(self) -> None:
+        """Release the run directory (``run()`` does this when it ends)."""
+        self.run_dir.release()
 
     # ---- checkpoint state ---------------------------------------------------------------------
-    def _state(self) -> tuple[dict[str, Array], dict[str, Any]]:
+    def _state(self, record: dict[str, Any] | None) -> tuple[dict[str, Array], dict[str, Any]]:
         tensors = {f"model.{k}": v for k, v in self.model.named_parameters()}
         ot, om = self.opt.state_dict()
         tensors |= {f"optim.{k}": v for k, v in ot.items()}
@@ -428,6 +478,8 @@ class Trainer:
             "epoch": self.data.train.epoch,
             "train_seconds": self.train_seconds,
             "best_val": self.best_val,
+            "best_step": self.best_step,
+            "record": record,
             "skipped_steps": self.skipped,
             "bad_streak": self.bad_streak,
             "data": self.data.train.state_dict(),
@@ -440,6 +492,8 @@ class Trainer:
 
     def _restore(self, tensors: dict[str, Array], meta: dict[str, Any]) -> None:
         try:
+            if self.model.config != LMConfig.from_json(meta["model"]):
+                raise ValueError("its model config does not match its training config")
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
                                         if k.startswith("model.")}, strict=True)
             self.opt.load_state_dict({k[6:]: v for k, v in tensors.items()
@@ -448,9 +502,10 @@ class Trainer:
             self.data.train.load_state_dict(meta["data"])
             self.model.rng.bit_generator.state = meta["rng"]["model"]
             self.sample_rng.bit_generator.state = meta["rng"]["sample"]
-            self.step = int(meta["step"])
+            self.step = check_scalar(meta["step"], "step", int, min_val=0)
             self.train_seconds = float(meta["train_seconds"])
             self.best_val = meta["best_val"]
+            self.best_step = meta.get("best_step")
             self.skipped = int(meta["skipped_steps"])
             self.bad_streak = int(meta["bad_streak"])
             if "carry.h" in tensors:
@@ -458,38 +513,23 @@ class Trainer:
                 self.carry = (h, tensors["carry.c"].astype(self.model.dtype)) \
                     if "carry.c" in tensors else h
         except (KeyError, ValueError, TypeError) as e:
-            raise checkpoint.CheckpointError(f"{self.out / 'last.safetensors'}: cannot resume "
-                                             f"from it: {e}") from e
-        self._truncate_metrics()
+            raise checkpoint.CheckpointError(f"{self.run_dir.last}: cannot resume from it: "
+                                             f"{e}") from e
+        self._last_saved = self.step
+        self.run_dir.reconcile(self.step, meta.get("record"))
+        self.run_dir.repair_best()
 
-    def _truncate_metrics(self) -> None:
-        """Drop metric lines written after the checkpoint (a killed run may have some)."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue
-        path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-
-    def save(self, best: bool = False) -> None:
-        tensors, meta = self._state()
-        self.ckpt.save_last(tensors, meta)
+    def save(self, best: bool = False, record: dict[str, Any] | None = None) -> None:
         if best:
-            self.ckpt.save_best(tensors, meta)
+            self.best_step = self.step
+        tensors, meta = self._state(record)
+        self.run_dir.save(tensors, meta, best=best)
+        self._last_saved = self.step
 
     # ---- the loop -----------------------------------------------------------------------------
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
     def train_step(self) -> float | None:
         """One optimizer step; returns the loss, or None if the step was skipped."""
-        # a non-finite loss or gradient is detected and handled below, not warned about
+        # a non-finite loss, gradient or update is detected and handled below, not warned about
         with np.errstate(all="ignore"):
             return self._train_step()
 
@@ -516,40 +556,45 @@ class Trainer:
             if cfg.clip_value is not None:
                 optim.clip_grad_value_(model, cfg.clip_value)
             norm = optim.clip_grad_norm_(model, cfg.grad_clip if cfg.grad_clip else math.inf)
-            ok = math.isfinite(norm)
+            # a step whose update would make a weight non-finite is not applied
+            ok = math.isfinite(norm) and self.opt.step() is not False
         if not ok:
             self.skipped += 1
             self.bad_streak += 1
             model.zero_grad()
             if self.bad_streak >= cfg.max_bad_steps:
                 raise TrainingError(
-                    f"{self.bad_streak} steps in a row had a non-finite loss or gradient (at "
-                    f"step {self.step + 1}); the run stops, and the last checkpoint (step "
-                    f"{self._last_saved}) holds the last good weights. Try a lower --lr or "
-                    "--grad-clip.")
+                    f"{self.bad_streak} steps in a row had a non-finite loss, gradient or "
+                    f"update (at step {self.step + 1}); the run stops, and the last checkpoint "
+                    f"(step {self._last_saved}) holds the last good weights. Try a lower --lr "
+                    "or --grad-clip.")
             self.step += 1
             return None
         self.bad_streak = 0
-        self.opt.step()
         if isinstance(self.data.train, StreamBatches):
             self.carry = hn            # truncated BPTT: the next window starts here
         self.step += 1
         return loss
 
     def run(self) -> Summary:
+        """Train until the budget is spent or SIGINT/SIGTERM; then release the directory."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> Summary:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._last_saved = self.step
         p = self.model.num_parameters()
-        print(f"corpus {cfg.corpus}: {self.data.num_chars:,} characters, vocabulary "
-              f"{len(self.data.vocab)} ({cfg.level}, {cfg.mode} mode) | {self.data.corpus_source}",
-              file=self.log)
+        print(f"corpus {printable(cfg.corpus, keep='')}: {self.data.num_chars:,} characters, "
+              f"vocabulary {len(self.data.vocab)} ({cfg.level}, {cfg.mode} mode) | "
+              f"{printable(self.data.corpus_source, keep='')}", file=self.log)
         print(f"model {cfg.num_layers} x {cfg.hidden_size} {cfg.cell.upper()}, {p:,} parameters,"
               f" {cfg.dtype} | {cfg.optimizer} lr {cfg.lr:g} | batch {cfg.batch_size} x "
-              f"{cfg.seq_len} | out {self.out}", file=self.log)
+              f"{cfg.seq_len} | out {printable(self.out, keep='')}", file=self.log)
         if self.step:
-            print(f"resuming at step {self.step} ({self.train_seconds / 60:.1f} min trained)",
-                  file=self.log)
+            print(f"resuming at step {self.step} ({self.train_seconds / 60:.1f} min trained) "
+                  f"under {self.budget_note}", file=self.log)
         bar = _Progress(cfg, self.step, self.train_seconds, self.progress, self.log)
         stopped_by = "max_steps"
         last_loss: float | None = None
@@ -579,7 +624,7 @@ class Trainer:
                         last_loss = loss
                         window.append(loss)
                     bar.update(self.step, loss, tokens_per_step / dt, self.train_seconds)
-                    self._write_metrics({"step": self.step, "loss": loss,
+                    self.run_dir.append({"step": self.step, "loss": loss,
                                          "train_seconds": round(self.train_seconds, 4),
                                          "lr": self.opt.lr})
                     if self.step % cfg.eval_interval == 0:
@@ -592,14 +637,19 @@ class Trainer:
                 raise
         if self.step != self._last_saved:            # steps since the last checkpoint
             if stopped_by == "interrupted":
+                self.run_dir.sync()
                 self.save()                           # save at once, no evaluation
             else:
                 val = self._evaluate(bar, window)     # evaluates, samples and saves
         bar.close()
         if stopped_by == "interrupted":
-            print(f"interrupted: saved step {self.step} to {self.out / 'last.safetensors'}; "
-                  f"continue with: rnnkit train --resume --out {self.out}", file=self.log)
-        self._plot()
+            print(f"interrupted: saved step {self.step} to {printable(self.run_dir.last)}; "
+                  f"continue with: rnnkit train --resume --out {printable(self.out)}",
+                  file=self.log)
+        try:
+            self.run_dir.plot()
+        except ImportError:
+            print("(matplotlib is not installed: no loss.png)", file=self.log)
         return Summary(self.step, last_loss, val, self.best_val, self.train_seconds,
                        stopped_by, self.skipped, self.out)
 
@@ -613,64 +663,39 @@ class Trainer:
         if self.cfg.sample_length:
             text = sample_text(self.model, self.data.vocab, None, self.cfg.sample_length,
                                self.sample_rng, self.cfg.temperature)
-        self.save(best=best)
-        self._last_saved = self.step
-        train = float(np.mean(window)) if window else float("nan")
+        train = float(np.mean(window)) if window else None
         record = {"step": self.step, "train_loss": train, "val_loss": val,
                   "val_ppl": math.exp(min(val, 700)), "val_bpc": val / math.log(2),
                   "train_seconds": round(self.train_seconds, 4),
                   "eval_seconds": round(time.perf_counter() - t0, 3),
                   "skipped_steps": self.skipped}
-        self._write_metrics(record)
+        # the record is durable before the checkpoint it belongs to, and travels inside it
+        self.run_dir.append(record, sync=True)
+        self.save(best=best, record=record)
         unit = "bits/char" if self.cfg.level == "char" else "bits/word"
-        bar.write(f"step {self.step} | train {train:.4f} | val {val:.4f} nats "
+        shown = "nan" if train is None else f"{train:.4f}"
+        bar.write(f"step {self.step} | train {shown} | val {val:.4f} nats "
                   f"({val / math.log(2):.3f} {unit}, ppl {record['val_ppl']:.2f}) | "
                   f"{self.train_seconds / 60:.1f} min{' | best' if best else ''}"
                   + (f" | {self.skipped} skipped" if self.skipped else ""))
         if text:
-            bar.write("-" * 40 + "\n" + text.strip("\n") + "\n" + "-" * 40)
+            bar.write("-" * 40 + "\n" + printable(text.strip("\n")) + "\n" + "-" * 40)
         return val
 
-    def _plot(self) -> None:
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        try:
-            plot_metrics(path, self.out / "loss.png")
-        except ImportError:
-            print("(matplotlib is not installed: no loss.png)", file=self.log)
+
+def _budget(cfg: TrainConfig) -> str:
+    parts = [f"--max-steps {cfg.max_steps}"] if cfg.max_steps is not None else []
+    parts += [f"--max-minutes {cfg.max_minutes:g}"] if cfg.max_minutes is not None else []
+    return " and ".join(parts) or "no budget (until interrupted)"
 
 
-def plot_metrics(metrics: Path, png: Path) -> None:
-    """The loss curves of a run (train per step, validation per evaluation) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses, vsteps, vloss = [], [], [], []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        if "val_loss" in r:
-            vsteps.append(r["step"])
-            vloss.append(r["val_loss"])
-        elif r.get("loss") is not None:
-            steps.append(r["step"])
-            losses.append(r["loss"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if steps:
-        ax.plot(steps, losses, lw=0.6, alpha=0.6, label="train (per step)")
-    if vsteps:
-        ax.plot(vsteps, vloss, "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats per token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = png.with_name("." + png.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(png)
+def _expect_resumable(meta: dict[str, Any], specs: checkpoint.Specs) -> None:
+    """Before a resume reads any tensor: the training config agrees with the model config,
+    and every model tensor has the shape that config needs."""
+    check_language_model(meta, specs)
+    cfg = TrainConfig.from_json(meta.get("train"))
+    if cfg.model_config(meta["model"].get("vocab_size", 1)) != LMConfig.from_json(meta["model"]):
+        raise ValueError("its training config and model config describe different models")
 
 
 class _Progress:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CELL_NAMES = ("rnn", "gru", "lstm")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from ..recurrent import LAYERS
+
+CELL_NAMES = tuple(LAYERS)
+GATES = {name: layer.math_class.gates for name, layer in LAYERS.items()}   # G gate blocks
 
 
 def cell_parameters(cell: str, input_size: int, hidden_size: int, output_size: int = 0) -> int:
@@ -70,7 +74,7 @@ class Curve:
         return min(self.losses) if self.losses else math.nan
 
 
-def plot_curves(curves: list[Curve], png: str, *, title: str, ylabel: str,
+def plot_curves(curves: list[Curve], png: str | Path, *, title: str, ylabel: str,
                 baseline: float | None = None, baseline_label: str = "baseline",
                 logy: bool = True) -> None:
     """Loss against training step, one line per cell, the no-memory baseline dashed."""
@@ -135,7 +139,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_figure(fig: Any, png: str) -> None:
+def save_figure(fig: Any, png: str | Path) -> None:
     """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
@@ -145,6 +149,17 @@ def save_figure(fig: Any, png: str) -> None:
     finally:
         plt.close(fig)
     write_atomic(png, buf.getvalue())
+
+
+def write_plot(plot: Callable[[Path], None], out: Path, name: str) -> None:
+    """``plot(out / name)``, ``out`` created if missing, and one line saying where; without
+    matplotlib, one line saying there is no plot."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("(matplotlib is not installed: no plot)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    plot(out / name)
+    print(f"wrote {out / name}")
 
 
 def check_cells(cells: list[str] | tuple[str, ...]) -> tuple[str, ...]:

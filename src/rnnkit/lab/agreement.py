@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..classify import SequenceClassifier
 from ..optim import Adam, clip_grad_norm_
 from ._common import (
@@ -50,9 +52,9 @@ from ._common import (
     add_remember_bias,
     cell_parameters,
     check_cells,
-    check_png,
     hidden_for_budget,
     save_figure,
+    write_plot,
 )
 
 Array = np.ndarray
@@ -267,9 +269,7 @@ def check_agreement_settings(cells: list[str] | tuple[str, ...], *, max_clause: 
                     ("batch", batch), ("embedding_dim", embedding_dim),
                     ("eval_per_length", eval_per_length), ("log_every", log_every),
                     ("seed", seed)):
-        low = 0 if name in ("max_clause", "seed") else 1
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+        checks.check_scalar(v, name, int, min_val=0 if name in ("max_clause", "seed") else 1)
     for cell in cells:
         hidden_for_budget(cell, embedding_dim, 2, budget)      # raises if not one unit fits
     return cells
@@ -353,7 +353,7 @@ def agreement_table(results: list[AgreementResult], width: int = 5) -> str:
     return "\n".join(rows)
 
 
-def plot_agreement(results: list[AgreementResult], png: str, title: str = "") -> None:
+def plot_agreement(results: list[AgreementResult], png: str | Path, title: str = "") -> None:
     """Held-out accuracy against clause length, one line per cell; chance (0.5) dashed."""
     import matplotlib
 
@@ -380,36 +380,39 @@ def plot_agreement(results: list[AgreementResult], png: str, title: str = "") ->
 
 
 def add_commands(sub: Any) -> None:
-    from ..cli import _float, _nonneg_int, _positive_int
-
     a = sub.add_parser("agreement", help="was/were after a long clause: RNN vs GRU vs LSTM")
     a.add_argument("--cells", nargs="+", choices=CELL_NAMES, default=list(CELL_NAMES),
                    help="cells to train, each with the same parameter budget")
-    a.add_argument("--max-clause", type=_nonneg_int, default=40,
+    a.add_argument("--max-clause", type=checks.nonneg_int_arg, default=40,
                    help="longest clause in words (training and test lengths 0..max)")
-    a.add_argument("--steps", type=_positive_int, default=2000, help="training steps per cell")
-    a.add_argument("--budget", type=_positive_int, default=6000,
+    a.add_argument("--steps", type=checks.positive_int_arg, default=2000,
+                   help="training steps per cell")
+    a.add_argument("--budget", type=checks.positive_int_arg, default=6000,
                    help="parameters of recurrent layer + head, the same for every cell")
-    a.add_argument("--batch", type=_positive_int, default=32, help="sentences per step")
-    a.add_argument("--lr", type=_float(0, lo_open=True), default=3e-3, help="Adam's lr")
-    a.add_argument("--embedding-dim", type=_positive_int, default=16, help="word embedding size")
-    a.add_argument("--forget-bias", type=_float(), default=0.0,
+    a.add_argument("--batch", type=checks.positive_int_arg, default=32,
+                   help="sentences per step")
+    a.add_argument("--lr", type=checks.float_arg(0, include_boundaries="neither"), default=3e-3,
+                   help="Adam's lr")
+    a.add_argument("--embedding-dim", type=checks.positive_int_arg, default=16,
+                   help="word embedding size")
+    a.add_argument("--forget-bias", type=checks.float_arg(), default=0.0,
                    help="added to the LSTM forget / GRU update gate bias at initialisation")
     a.add_argument("--no-prefix", dest="prefix", action="store_false",
                    help="no nouns before the subject (it is then always the first noun)")
-    a.add_argument("--eval", type=_positive_int, default=200, dest="eval_per_length",
+    a.add_argument("--eval", type=checks.positive_int_arg, default=200, dest="eval_per_length",
                    help="held-out sentences per clause length")
-    a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of weights and sentences")
-    a.add_argument("--png", default="lab_agreement.png", help="where to write the plot")
+    a.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
+                   help="seed of weights and sentences")
+    a.add_argument("--out", type=checks.out_dir_arg, default="lab-agreement",
+                   help="directory for the plot, agreement.png (created if missing)")
     a.set_defaults(func=cmd_lab_agreement)
 
 
 def cmd_lab_agreement(args: Any) -> int:
     """Train each cell at the same budget, print accuracy per clause length, write the PNG.
 
-    Everything (the plot's path, every cell's budget, the other settings) is checked before
-    anything is printed: a bad setting prints one ``error: ...`` line and nothing else."""
-    check_png("--png", args.png)
+    Everything (the output directory, every cell's budget, the other settings) is checked
+    before anything is printed: a bad setting prints one ``error: ...`` line and nothing else."""
     cells = check_agreement_settings(args.cells, max_clause=args.max_clause, steps=args.steps,
                                      budget=args.budget, batch=args.batch,
                                      embedding_dim=args.embedding_dim,
@@ -436,11 +439,7 @@ def cmd_lab_agreement(args: Any) -> int:
         results.append(r)
     print(f"\nheld-out accuracy by clause length ({args.eval_per_length} sentences per length; "
           "chance 0.5):")
-    print(agreement_table(results))
-    try:
-        plot_agreement(results, args.png)
-        print(f"\nplot: {args.png}")
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
+    print(agreement_table(results) + "\n")
+    write_plot(lambda png: plot_agreement(results, png), args.out, "agreement.png")
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0

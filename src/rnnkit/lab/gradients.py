@@ -10,15 +10,16 @@ per-step gradient norm caps; a GRU's or LSTM's gated paths keep them far larger.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..recurrent import GRUCell, LSTMCell, RNNCell
-from ._common import add_remember_bias, check_png, save_figure
+from .. import checks
+from ..recurrent import CELLS
+from ._common import add_remember_bias, save_figure, write_plot
 
 Array = np.ndarray
-CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
 
 
 @dataclass
@@ -44,8 +45,7 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}; got {cell!r}")
-    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
-        raise ValueError(f"T must be an int >= 2; got {T!r}")
+    checks.check_scalar(T, "T", int, min_val=2)
     rng = np.random.default_rng(seed)
     m: Any = CELLS[cell](input_size, hidden_size, dtype=np.float64, rng=rng)
     m.weight_hh[...] *= recurrent_scale
@@ -85,7 +85,7 @@ def gradients_table(results: list[GradientNorms], every: int = 25) -> str:
     return "\n".join(rows)
 
 
-def plot_gradients(results: list[tuple[str, GradientNorms]], png: str) -> None:
+def plot_gradients(results: list[tuple[str, GradientNorms]], png: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,23 +107,22 @@ def plot_gradients(results: list[tuple[str, GradientNorms]], png: str) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    from ..cli import _float, _nonneg_int, _positive_int
-
     g = sub.add_parser("gradients", help="||dL/dh_t|| over time for RNN, GRU, LSTM")
-    g.add_argument("--T", type=_positive_int, default=150, help="sequence length")
-    g.add_argument("--hidden-size", type=_positive_int, default=64, help="hidden units")
-    g.add_argument("--gate-bias", type=_float(0), default=3.0,
+    g.add_argument("--T", type=checks.int_arg(2), default=150, help="sequence length")
+    g.add_argument("--hidden-size", type=checks.positive_int_arg, default=64, help="hidden units")
+    g.add_argument("--gate-bias", type=checks.float_arg(0), default=3.0,
                    help="added to the LSTM forget / GRU update gate bias (remember by default)")
-    g.add_argument("--scale", type=_float(0, lo_open=True), default=4.0,
+    g.add_argument("--scale", type=checks.float_arg(0, include_boundaries="neither"), default=4.0,
                    help="recurrent weight scale of the exploding experiment")
-    g.add_argument("--seed", type=_nonneg_int, default=0, help="seed of weights and inputs")
-    g.add_argument("--png", default="lab_gradients.png", help="where to write the plot")
+    g.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
+                   help="seed of weights and inputs")
+    g.add_argument("--out", type=checks.out_dir_arg, default="lab-gradients",
+                   help="directory for the plot, gradients.png (created if missing)")
     g.set_defaults(func=cmd_lab_gradients)
 
 
 def cmd_lab_gradients(args: Any) -> int:
     """||dL/dh_t|| over t for RNN, GRU and LSTM: vanishing and exploding made visible."""
-    check_png("--png", args.png)
     kw = {"T": args.T, "hidden_size": args.hidden_size, "seed": args.seed}
     runs = [(c, gradient_norms(c, gate_bias=args.gate_bias, **kw)) for c in ("rnn", "gru", "lstm")]
     print(f"||dL/dh_t|| for a loss on the last of T={args.T} steps (H={args.hidden_size}; GRU and "
@@ -136,10 +135,6 @@ def cmd_lab_gradients(args: Any) -> int:
         big.append((label, r))
     print(f"\nexploding: tanh RNN with its recurrent weights scaled by {args.scale:g}, as it is "
           "and with ||dL/dh_t|| capped at 1 at every step of BPTT (Graves 2013):")
-    print(gradients_table([r for _, r in big], every=max(1, args.T // 6)))
-    try:
-        plot_gradients(runs + big, args.png)
-        print(f"\nplot: {args.png}")
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
+    print(gradients_table([r for _, r in big], every=max(1, args.T // 6)) + "\n")
+    write_plot(lambda png: plot_gradients(runs + big, png), args.out, "gradients.png")
     return 0

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..classify import SequenceClassifier, SequenceTagger
+from ..module import eval_mode
 from ..optim import Adam, clip_grad_norm_
 from ._common import (
     CELL_NAMES,
@@ -38,10 +40,10 @@ from ._common import (
     add_remember_bias,
     cell_parameters,
     check_cells,
-    check_png,
     fmt,
     hidden_for_budget,
     plot_curves,
+    write_plot,
 )
 
 Array = np.ndarray
@@ -145,9 +147,8 @@ def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: in
     t0 = time.perf_counter()
 
     def evaluate() -> float:
-        model.eval()
-        out = model(x_eval)
-        model.train()
+        with eval_mode(model):
+            out = model(x_eval)
         if task == "adding":
             return float(np.mean((out[:, 0].astype(np.float64) - y_eval) ** 2))
         loss, _ = model.loss(out, y_eval)
@@ -178,11 +179,9 @@ def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: in
     curve.seconds = time.perf_counter() - t0
     if isinstance(model, SequenceClassifier):                  # the adding problem
         curve.extra.update(adding_sensitivity(model, x_eval))
-    if task == "copy":
-        model.eval()
-        pred = model.predict(x_eval)
+    if task == "copy":                                         # predict() runs in eval mode
         n = COPY_LENGTH
-        curve.extra["symbol_accuracy"] = float(np.mean(pred[-n:] == y_eval[-n:]))
+        curve.extra["symbol_accuracy"] = float(np.mean(model.predict(x_eval)[-n:] == y_eval[-n:]))
     return curve
 
 
@@ -194,14 +193,10 @@ def adding_sensitivity(model: SequenceClassifier, x: Array) -> dict[str, float]:
     A model that carried nothing across the sequence has ~0 for the first marker (50-100 steps
     before the end); this is the vanishing gradient seen from the trained model's side.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out, cache = model.forward(x)
         dx = model.backward(np.ones_like(out), cache)          # (T, N, 2): d pred_n / d x_t
-    finally:
-        model.zero_grad()
-        model.train(was)
+    model.zero_grad()
     assert dx is not None
     marked = x[:, :, 1] > 0                                        # (T, N), two per column
     first = marked.argmax(axis=0)
@@ -219,16 +214,12 @@ def check_memory_settings(task: str, T: int, cells: tuple[str, ...] | list[str],
     if task not in ("adding", "copy"):
         raise ValueError(f"task must be 'adding' or 'copy'; got {task!r}")
     cells = check_cells(tuple(cells))
-    for name, v, low in (("T", T, 1 if task == "copy" else 2), ("batch_size", batch_size, 1),
+    budget = (17_500 if task == "adding" else 20_000) if budget is None else budget
+    steps = 3000 if steps is None else steps
+    for name, v, low in (("T", T, 1 if task == "copy" else 2), ("budget", budget, 1),
+                         ("steps", steps, 1), ("batch_size", batch_size, 1),
                          ("eval_every", eval_every, 1), ("eval_size", eval_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
-    if budget is None:
-        budget = 17_500 if task == "adding" else 20_000
-    if steps is None:
-        steps = 3000
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1; got {steps}")
+        checks.check_scalar(v, name, int, min_val=low)
     D, O = (2, 1) if task == "adding" else (COPY_VOCAB, COPY_CLASSES)
     smallest = max(cell_parameters(c, D, 1, O) for c in cells)
     if budget < smallest:
@@ -255,8 +246,7 @@ def run_memory_task(task: str, T: int = 100, *, cells: tuple[str, ...] | list[st
     """
     cells, budget, steps = check_memory_settings(task, T, cells, budget, steps, batch_size,
                                                  eval_every, eval_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    checks.check_scalar(seed, "seed", int, min_val=0)
     # one held-out set for every cell, so their losses are comparable with each other and
     # with the baseline measured on that same set
     batch = adding_batch if task == "adding" else copy_batch
@@ -298,39 +288,37 @@ def memory_table(result: MemoryResult, rows: int = 8) -> str:
 
 
 def add_commands(sub: Any) -> None:
-    from ..cli import _float, _int_at_least, _nonneg_int, _positive_int
-
+    positive = checks.float_arg(0, include_boundaries="neither")
     for task in ("adding", "copy"):
         what = ("the adding problem: the sum of two marked numbers among T" if task == "adding"
                 else "the copy task: recall 10 symbols after T blanks")
         p = sub.add_parser(task, help=what)
-        p.add_argument("--T", type=_int_at_least(2 if task == "adding" else 1,
-                                                 "an integer >= 2" if task == "adding"
-                                                 else "a positive integer"),
-                       default=100, help="time steps to remember across")
+        p.add_argument("--T", type=checks.int_arg(2 if task == "adding" else 1), default=100,
+                       help="time steps to remember across")
         p.add_argument("--cells", nargs="+", choices=CELL_NAMES, default=list(CELL_NAMES),
                        help="which cells to train")
-        p.add_argument("--steps", type=_positive_int, default=3000, help="training steps")
-        p.add_argument("--budget", type=_int_at_least(10, "an integer >= 10"),
+        p.add_argument("--steps", type=checks.positive_int_arg, default=3000,
+                       help="training steps")
+        p.add_argument("--budget", type=checks.int_arg(10),
                        default=17_500 if task == "adding" else 20_000,
                        help="parameters per model (sets each cell's hidden size)")
-        p.add_argument("--batch", type=_positive_int, default=64, help="sequences per step")
-        p.add_argument("--lr", type=_float(0, lo_open=True), default=3e-3,
-                       help="Adam learning rate")
-        p.add_argument("--clip", type=_float(0, lo_open=True), default=1.0,
-                       help="gradient norm clipping")
-        p.add_argument("--forget-bias", type=_float(), default=1.0,
+        p.add_argument("--batch", type=checks.positive_int_arg, default=64,
+                       help="sequences per step")
+        p.add_argument("--lr", type=positive, default=3e-3, help="Adam learning rate")
+        p.add_argument("--clip", type=positive, default=1.0, help="gradient norm clipping")
+        p.add_argument("--forget-bias", type=checks.float_arg(), default=1.0,
                        help="added to the LSTM forget / GRU update gate bias")
-        p.add_argument("--eval-every", type=_positive_int, default=100,
+        p.add_argument("--eval-every", type=checks.positive_int_arg, default=100,
                        help="steps between held-out evaluations")
-        p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of weights and data")
-        p.add_argument("--png", default=f"lab_{task}.png", help="where to write the curves")
+        p.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
+                       help="seed of weights and data")
+        p.add_argument("--out", type=checks.out_dir_arg, default=f"lab-{task}",
+                       help=f"directory for the plot, {task}.png (created if missing)")
         p.set_defaults(func=cmd_lab_memory, task=task)
 
 
 def cmd_lab_memory(args: Any) -> int:
     task = args.task
-    check_png("--png", args.png)
     check_memory_settings(task, args.T, args.cells, args.budget, args.steps, args.batch,
                           args.eval_every)
     what = ("adding problem (MSE; predicting 1 scores 1/6 = 0.167 in expectation)"
@@ -353,14 +341,11 @@ def cmd_lab_memory(args: Any) -> int:
                    "below the baseline: it remembers part of it" if r < 0.95 else
                    "at (or above) the no-memory baseline: nothing carried across T")
         print(f"{c.label}: final {fmt(c.final)} = {r:.3f} x baseline, {verdict}")
-    try:
-        name = "adding problem" if task == "adding" else "copy task"
-        plot_curves(res.curves, args.png, title=f"{name}, T={args.T}, equal parameter budgets",
-                    ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
-                    baseline=base, baseline_label="no-memory baseline")
-        print(f"plot: {args.png}")
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
+    name = "adding problem" if task == "adding" else "copy task"
+    write_plot(lambda png: plot_curves(
+        res.curves, png, title=f"{name}, T={args.T}, equal parameter budgets",
+        ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
+        baseline=base, baseline_label="no-memory baseline"), args.out, f"{task}.png")
     return 0
 
 

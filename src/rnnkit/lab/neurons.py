@@ -26,14 +26,14 @@ import html as _html
 import io
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..checks import UsageError, nonneg_int_arg, positive_int_arg
+from ..files import output_dir, write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
-from ._common import check_png, write_atomic
 
 Array = np.ndarray
 
@@ -553,7 +553,6 @@ def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
 
 
 def add_commands(sub: Any) -> None:
-    from ..cli import _nonneg_int, _positive_int
 
     n = sub.add_parser("neurons", help="which hidden units of a trained model track quotes, "
                        "brackets, line ends, ...",
@@ -564,127 +563,43 @@ def add_commands(sub: Any) -> None:
     n.add_argument("run", help="run directory of rnnkit train or a .safetensors file")
     n.add_argument("--text", default=None, help="UTF-8 text to read [default: the checkpoint's "
                    "validation part of its corpus, split as rnnkit train split it]")
-    n.add_argument("--start", type=_nonneg_int, default=0,
+    n.add_argument("--start", type=nonneg_int_arg, default=0,
                    help="skip this many tokens of the text first")
-    n.add_argument("--length", type=_positive_int, default=4000,
+    n.add_argument("--length", type=positive_int_arg, default=4000,
                    help="tokens to read (characters or words, the model's level)")
-    n.add_argument("--top", type=_positive_int, default=3, help="units shown per feature")
-    n.add_argument("--html", default="lab_neurons.html", help="where to write the HTML page")
-    n.add_argument("--png", default="lab_neurons.png", help="where to write the heatmap")
-    n.add_argument("--png-tokens", type=_positive_int, default=200,
+    n.add_argument("--top", type=positive_int_arg, default=3, help="units shown per feature")
+    n.add_argument("--out", default="lab-neurons", help="directory for neurons.html and "
+                   "neurons.png [default: lab-neurons]")
+    n.add_argument("--png-tokens", type=positive_int_arg, default=200,
                    help="tokens shown in the heatmap")
-    n.add_argument("--seed", type=_nonneg_int, default=0,
+    n.add_argument("--seed", type=nonneg_int_arg, default=0,
                    help="seed of the untrained control model")
     n.set_defaults(func=cmd_lab_neurons)
 
 
-def validation_start(text: str, level: str, mode: str, val_fraction: float) -> int:
-    """Where the validation part of ``text`` begins, as a character offset, split exactly as
-    :func:`rnnkit.train.prepare_data` splits it (:func:`~rnnkit.text.split_ids` holds out the
-    last ``val_fraction``):
-
-    * stream mode: of the TOKENS (``tokenize(text, level)``); the offset is that of the first
-      validation token, then moved on to the first line that starts inside the validation part
-      (when there is one), so the text read begins with a whole line the model never trained on;
-    * sentence mode: of the non-empty LINES (``tokenize_lines``); the offset is that of the
-      first validation line's first non-blank character.
-
-    ``tokenize(text[offset:], level)`` is then the validation tokens (from that line on).
-    """
-    from ..text import _WORD, split_ids, tokenize, tokenize_lines
-
-    if mode == "sentence":
-        n = len(tokenize_lines(text, level))
-        _, val = split_ids(list(range(n)), val_fraction)
-        first, k, offset = val[0], 0, 0
-        for raw in text.split("\n"):
-            line = raw.strip()
-            if line and tokenize(line, level):
-                if k == first:
-                    return offset + len(raw) - len(raw.lstrip())
-                k += 1
-            offset += len(raw) + 1
-        raise AssertionError("unreachable: the first validation line was not found")
-    n_tokens = len(tokenize(text, level))
-    _, val_idx = split_ids(np.arange(n_tokens), val_fraction)
-    first = int(val_idx[0])
-    if level == "char":
-        start = first
-    else:
-        start = next(m.start() for i, m in enumerate(_WORD.finditer(text)) if i == first)
-    if start > 0 and text[start - 1] != "\n":
-        nl = text.find("\n", start)
-        if 0 <= nl < len(text) - 1:
-            start = nl + 1
-    return start
-
-
-def _default_text(meta: dict[str, Any], level: str) -> tuple[str, str]:
-    """The validation part of the checkpoint's corpus (text the model did not train on), split
-    as ``rnnkit train`` split it for the checkpoint's mode and level (:func:`validation_start`)."""
-    import zlib
-
-    from ..cli import CLIError
-    from ..corpora import load_corpus
-
-    train = meta.get("train")
-    if not isinstance(train, dict):
-        train = {}
-    name = train.get("corpus")
-    if not isinstance(name, str):
-        raise CLIError("the checkpoint names no corpus; give --text FILE")
-    try:
-        corpus = load_corpus(name)
-    except (ValueError, OSError) as e:
-        raise CLIError(f"the checkpoint's corpus {name!r} cannot be loaded ({e}); give "
-                       "--text FILE") from None
-    text = corpus.text
-    crc = meta.get("data_crc")
-    if isinstance(crc, int) and zlib.crc32(text.encode("utf-8")) != crc:
-        raise CLIError(f"the checkpoint's corpus {name!r} is not the text the model was trained "
-                       "on (it changed since): its validation part cannot be found; give "
-                       "--text FILE")
-    vf = train.get("val_fraction", 0.05)
-    vf = vf if isinstance(vf, float) and 0 < vf < 1 else 0.05
-    mode = train.get("mode", "stream")
-    mode = mode if mode in ("stream", "sentence") else "stream"
-    try:
-        start = validation_start(text, level, mode, vf)
-    except ValueError as e:
-        raise CLIError(f"the checkpoint's corpus {name!r}: {e}; give --text FILE") from None
-    what = "lines" if mode == "sentence" else ("characters" if level == "char" else "tokens")
-    return text[start:], (f"corpus {name}, its validation part (the last {vf:.0%} of its "
-                          f"{what}, as rnnkit train held it out; unseen in training)")
-
-
 def cmd_lab_neurons(args: Any) -> int:
     """Which units track which features of the text: table, HTML, PNG."""
-    from ..cli import CLIError, _load
+    from ..rundir import load_language_model
     from ..text import read_text
+    from ..train import validation_text
 
-    html_path, png_path = Path(args.html), Path(args.png)
-    if html_path.resolve() == png_path.resolve():
-        raise CLIError(f"--html and --png are the same file {args.html}; give two paths")
-    check_png("--png", args.png)
-    if not html_path.parent.is_dir():
-        raise CLIError(f"--html {html_path}: directory {html_path.parent} does not exist")
-    if html_path.is_dir():
-        raise CLIError(f"--html {html_path} is a directory; give a file path")
-    model, vocab, meta = _load(args.run)
+    out = output_dir(args.out)
+    html_path, png_path = out / "neurons.html", out / "neurons.png"
+    model, vocab, meta = load_language_model(args.run)
     if args.text is not None:
         text, source = read_text(args.text), args.text
     else:
-        text, source = _default_text(meta, vocab.level)
+        text, source = validation_text(meta, vocab.level)
     try:
         enc = encode_text(vocab, text, args.start, args.length)
     except ValueError as e:
         where = f"--text {args.text}" if args.text is not None else source
-        raise CLIError(f"{where}: {e}") from None
+        raise UsageError(f"{where}: {e}") from None
     acts = record_activations(model, enc)
     control = record_activations(LanguageModel(model.config, rng=args.seed), enc)
     found = top_units(acts, text_features(enc.tokens, enc.level), args.top, control)
     if not any(fu.units for fu in found):
-        raise CLIError(f"none of the features occurs in these {len(enc.tokens)} tokens; give a "
+        raise UsageError(f"none of the features occurs in these {len(enc.tokens)} tokens; give a "
                        "longer --length or another --text")
     cfg = model.config
     unit = "char" if vocab.level == "char" else "token"

@@ -1,0 +1,215 @@
+"""Every file rnnkit reads from a user or writes, and every string it prints from one.
+
+* ``write_atomic`` is the one writer: a temporary file with a unique name is created beside
+  the target with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (so a planted file or symbolic link is
+  never written through), written, fsynced, renamed over the target, and the directory
+  fsynced. A kill at any instant leaves the old file or the new one, never a mix.
+* ``append_line`` appends one whole line to a log (never through a link); on a failed
+  write (a full disk) the file is cut back to where it was, so no torn line is left.
+* ``read_bytes`` reads only regular files: a FIFO, a device or a directory is refused before
+  any read, so ``/dev/zero`` or a pipe cannot hang or exhaust memory.
+* ``printable`` escapes control characters, so text from a checkpoint, a vocabulary or a
+  corpus cannot drive the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import stat
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+Path_ = str | os.PathLike[str]
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class FileError(ValueError):
+    """A file cannot be read or written as asked; the message names it and the fix."""
+
+
+def temp_name(target: Path) -> Path:
+    """``.<name>.<random>.tmp`` beside ``target``: what ``write_atomic`` writes first."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    parts = name.split(".")
+    return (name.startswith(".") and len(parts) >= 4 and parts[-1] == "tmp"
+            and len(parts[-2]) == 16 and all(c in "0123456789abcdef" for c in parts[-2]))
+
+
+def write_atomic(path: Path_, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically and durably, never through a symbolic link.
+
+    A symbolic link at ``path`` itself is replaced by the new file (the rename acts on the
+    link, not on what it points to). Raises FileError (nothing changed, no temporary file
+    left) if the directory is missing or not writable or the disk is full.
+    """
+    target = Path(path)
+    tmp = temp_name(target)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o666)
+    except OSError as e:
+        raise FileError(f"{target}: cannot write ({e.strerror}); check that the directory "
+                        "exists and is writable") from e
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise FileError(f"{target}: could not write ({e.strerror}); the previous file is "
+                            "untouched. Check free disk space and permissions.") from e
+        raise
+    fsync_directory(target.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename durable. Where the OS refuses (some file systems) the file is still the
+    old or the new one, never a mix, so carry on."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_figure(path: Path_, fig: Any) -> None:
+    """A matplotlib figure as PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def remove_temp_files(directory: Path_) -> list[Path]:
+    """Remove the temporary files a killed ``write_atomic`` left in ``directory``. Only call
+    this while no other process writes there (the run directory's lock holder)."""
+    d = Path(directory)
+    removed = []
+    with contextlib.suppress(OSError):
+        for p in sorted(d.iterdir()):
+            if is_temp_name(p.name) and not p.is_dir():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def append_line(path: Path_, line: str, *, sync: bool = False) -> None:
+    """Append ``line`` + newline to ``path`` as one whole record, never through a link.
+
+    If the write fails part-way (a full disk) the file is cut back to its old length, so a
+    reader never meets a torn line, and FileError says what happened.
+    """
+    p = Path(path)
+    data = (line + "\n").encode("utf-8")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o666)
+    except OSError as e:
+        raise FileError(_link_or(p, e, "cannot append to it")) from e
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise FileError(f"{p}: could not append ({e.strerror}); the file is as it was "
+                            "before. Check free disk space.") from e
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path_) -> None:
+    """Flush ``path`` (not through a link) to disk."""
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _link_or(p: Path, e: OSError, what: str) -> str:
+    if os.path.islink(p):
+        return (f"{p}: is a symbolic link; rnnkit never writes through a link. Remove it "
+                "(it is not part of a run) and try again")
+    return f"{p}: {what} ({e.strerror})"
+
+
+def read_bytes(path: Path_, what: str = "file") -> bytes:
+    """The bytes of a regular file. Anything else (FIFO, device, directory, missing) is a
+    FileError naming ``what`` before a single byte is read."""
+    p = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC)
+    except FileNotFoundError:
+        raise FileError(f"{p}: no such file; check the path of the {what}") from None
+    except IsADirectoryError:
+        raise FileError(f"{p}: is a directory; give a {what} inside it") from None
+    except OSError as e:
+        raise FileError(f"{p}: cannot read the {what} ({e.strerror})") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise FileError(f"{p}: is a directory; give a {what} inside it")
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO (pipe)" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+            raise FileError(f"{p}: is {kind}; the {what} must be a regular file. Save the "
+                            "text to a file first")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as f:
+        return f.read()
+
+
+_KEEP = frozenset("\n\t")
+
+
+def printable(s: Any, *, keep: frozenset[str] | str = _KEEP) -> str:
+    """``s`` as text with every control or format character (ANSI escapes, bidi overrides,
+    C1 codes, lone surrogates) shown as a ``\\x..``/``\\u....`` escape. ``keep``: characters
+    left as they are (default newline and tab; "" for one-line output)."""
+    s = str(s)
+    if s.isprintable() and not any(c in s for c in "\u2028\u2029"):
+        return s
+    return "".join(c if c in keep or (c.isprintable() and c not in "\u2028\u2029")
+                   or unicodedata.category(c) == "Zs" else c.encode("unicode_escape").decode()
+                   for c in s)
+
+
+def output_dir(path: Path_, flag: str = "--out") -> Path:
+    """A directory to write results into, created if missing (checked before any work)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise FileError(f"{flag} {printable(p, keep='')}: is a file, not a directory; give a "
+                        "directory (it is created if missing)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileError(f"{flag} {printable(p, keep='')}: cannot create the directory "
+                        f"({e.strerror}); give another") from e
+    return p

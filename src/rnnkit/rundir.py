@@ -1,0 +1,275 @@
+"""The run directory: the one module that knows what is in it and writes into it.
+
+    OUT/
+      .lock              held (flock) by the one process training in OUT, for its whole life
+      last.safetensors   the newest checkpoint: what ``--resume`` continues
+      best.safetensors   the checkpoint with the lowest validation loss so far
+      metrics.jsonl      one JSON record per line, append-only
+      loss.png           the loss curves
+
+What holds after a kill at any instant:
+
+* every file is its old or its new version (``files.write_atomic``; the log grows by whole
+  lines, and a torn last line is cut on resume, never parsed);
+* no record of a step up to last's step is lost: an evaluation's record is fsynced before the
+  checkpoint it belongs to is written, and travels inside that checkpoint too; resuming cuts the
+  records after last's step (the resumed run writes them again, the same numbers), so the log
+  ends as that of a run never stopped;
+* ``best`` is never older than a ``last`` that was a new best: ``last`` is written first, and
+  a reader (or resuming) takes ``last`` where ``best`` lags behind it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, files
+from .checkpoint import SUFFIX, CheckpointError
+
+LAST, BEST = f"last{SUFFIX}", f"best{SUFFIX}"
+METRICS, PLOT, LOCK = "metrics.jsonl", "loss.png", ".lock"
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+class RunDir:
+    """One run's directory. ``with RunDir(out).locked():`` holds it for a training process."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.last = self.path / LAST
+        self.best = self.path / BEST
+        self.metrics = self.path / METRICS
+        self.plot_path = self.path / PLOT
+        self._lock: Any = None
+
+    # ---- the lock ------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Create the directory if needed and take its lock; a second trainer (or resume) on
+        it gets a RunDirError. Removes temporary files a killed writer left."""
+        if self._lock is not None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | files.NOFOLLOW
+                         | files.CLOEXEC, 0o666)
+        except OSError as e:
+            if os.path.islink(self.path / LOCK):
+                raise RunDirError(f"{self.path / LOCK}: is a symbolic link; rnnkit never "
+                                  "writes through a link. Remove it and try again") from e
+            raise RunDirError(f"{self.path}: cannot use it as a run directory "
+                              f"({e.strerror}); choose another --out") from e
+        f = open(fd, "r+b")  # noqa: SIM115 (held open for the run's whole life)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = f.read(32).decode("ascii", "replace").strip()
+            f.close()
+            who = f" (process {pid})" if pid.isdigit() else ""
+            raise RunDirError(f"{self.path}: another rnnkit process{who} is training in this "
+                              "run directory; wait for it to finish or stop it, or choose "
+                              "another --out") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n".encode())
+        f.flush()
+        self._lock = f
+        files.remove_temp_files(self.path)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()            # closing the descriptor releases the flock
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def has_run(self) -> bool:
+        return self.last.is_file() or self.last.is_symlink()
+
+    def save(self, tensors: dict[str, np.ndarray], meta: dict[str, Any], *, best: bool) -> None:
+        """``last`` (and then ``best``, at a new best). ``meta`` carries ``step`` and
+        ``best_step``, by which a reader finds a ``best`` that a kill left behind ``last``."""
+        checkpoint.save(self.last, tensors, meta)
+        if best:
+            checkpoint.save(self.best, tensors, meta)
+
+    def newest_best(self) -> Path:
+        """The checkpoint holding the best model: ``best``, or ``last`` where ``last`` is a
+        newer best (a kill came between the two writes), or ``last`` alone."""
+        has_last, has_best = self.last.is_file(), self.best.is_file()
+        if not has_best and not has_last:
+            raise RunDirError(f"{self.path}: no {BEST} or {LAST} here; is it the --out "
+                              "directory of rnnkit train?")
+        if not has_best:
+            return self.last
+        if has_last and _lags(checkpoint.read_meta(self.best), checkpoint.read_meta(self.last)):
+            return self.last
+        return self.best
+
+    def repair_best(self) -> None:
+        """Make ``best`` a copy of ``last`` where a kill left it behind (call under the lock)."""
+        if not self.last.is_file():
+            return
+        last = checkpoint.read_meta(self.last)
+        if _is_best(last) and (not self.best.is_file()
+                               or _lags(checkpoint.read_meta(self.best), last)):
+            files.write_atomic(self.best, files.read_bytes(self.last, "checkpoint"))
+
+    # ---- the metrics log -----------------------------------------------------------------------
+    def new_log(self) -> None:
+        """An empty log for a new run (a killed earlier attempt may have left lines)."""
+        files.write_atomic(self.metrics, b"")
+
+    def append(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        """One record as one line; ``sync`` makes it (and all before it) durable now."""
+        files.append_line(self.metrics, _dumps(record), sync=sync)
+
+    def sync(self) -> None:
+        files.fsync_file(self.metrics)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every whole record of the log; a torn or foreign line is skipped, never raised."""
+        try:
+            data = files.read_bytes(self.metrics, "metrics log")
+        except files.FileError:
+            return []
+        return [r for r in map(_parse, data.split(b"\n")[:-1]) if r is not None]
+
+    def reconcile(self, step: int, record: dict[str, Any] | None) -> None:
+        """On resume from a checkpoint at ``step``: keep the records up to ``step``, restore
+        that checkpoint's evaluation ``record`` if the log lost it, cut everything after
+        (records of steps the resumed run does again, a torn line). Atomic."""
+        keep = [r for r in self.records() if _step(r) <= step]
+        if record is not None and record not in keep:
+            keep.append(_parse(_dumps(record).encode()) or record)
+        data = "".join(_dumps(r) + "\n" for r in keep).encode()
+        try:
+            same = files.read_bytes(self.metrics, "metrics log") == data
+        except files.FileError:
+            same = False
+        if not same:
+            files.write_atomic(self.metrics, data)
+
+    # ---- the plot ------------------------------------------------------------------------------
+    def plot(self) -> None:
+        """``loss.png``: train loss per step and validation loss per evaluation."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = self.records()
+        train = [(r["step"], r["loss"]) for r in recs if _num(r.get("loss"))]
+        val = [(r["step"], r["val_loss"]) for r in recs if _num(r.get("val_loss"))]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if train:
+            ax.plot(*zip(*train, strict=True), lw=0.6, alpha=0.6, label="train (per step)")
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", label="validation")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats per token)")
+        ax.grid(alpha=0.3)
+        if train or val:
+            ax.legend()
+        fig.tight_layout()
+        files.write_figure(self.plot_path, fig)
+
+
+def _lags(best_meta: dict[str, Any], last_meta: dict[str, Any]) -> bool:
+    """Is ``best`` older than a ``last`` that was itself a new best?"""
+    b, l_ = best_meta.get("step"), last_meta.get("step")
+    return _is_best(last_meta) and isinstance(b, int) and isinstance(l_, int) and b < l_
+
+
+def _is_best(meta: dict[str, Any]) -> bool:
+    return meta.get("best_step") is not None and meta.get("best_step") == meta.get("step")
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _step(r: dict[str, Any]) -> float:
+    s = r.get("step")
+    return float(s) if isinstance(s, (int, float)) and _num(s) else math.inf
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    """Strict JSON: a non-finite float is written as null."""
+    return json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                       for k, v in record.items()}, allow_nan=False)
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return None
+    return r if isinstance(r, dict) and _num(r.get("step")) else None
+
+
+def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple[Any, Any]:
+    """``(LMConfig, Vocab)`` of a language-model checkpoint, once every ``model.*`` tensor's
+    dtype and shape is what that config needs (a ``checkpoint.load`` ``expect``)."""
+    from .models import LMConfig, parameter_shapes
+    from .text import Vocab
+
+    if meta.get("kind") != "language-model":
+        raise ValueError(f"kind is {meta.get('kind')!r}, not 'language-model'")
+    vocab = Vocab.from_json(meta.get("vocab"))
+    cfg = LMConfig.from_json(meta.get("model"))
+    if cfg.vocab_size != len(vocab):
+        raise ValueError(f"model vocab_size {cfg.vocab_size} != vocabulary size {len(vocab)}")
+    code = "F32" if cfg.dtype == "float32" else "F64"
+    want = {f"model.{k}": (code, v) for k, v in parameter_shapes(cfg).items()}
+    for name in sorted(want.keys() | {n for n in specs if n.startswith("model.")}):
+        if specs.get(name) != want.get(name):
+            got, need = specs.get(name), want.get(name)
+            raise ValueError(f"tensor {name!r} should be "
+                             f"{'absent' if need is None else f'{need[0]} {need[1]}'} for the "
+                             "model its config describes; the file has "
+                             f"{'none' if got is None else f'{got[0]} {got[1]}'}")
+    return cfg, vocab
+
+
+def load_language_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, vocab, meta)`` from a run directory (its best model) or a checkpoint file.
+
+    Every tensor's name, dtype and shape is checked against the config the checkpoint states
+    before the model is built, so a crafted config cannot make rnnkit allocate more than the
+    file holds."""
+    from .models import LanguageModel
+
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        raise RunDirError(f"{p}: no such run directory or checkpoint file")
+    if p.is_dir():
+        p = RunDir(p).newest_best()
+    built: dict[str, Any] = {}
+
+    def expect(meta: dict[str, Any], specs: checkpoint.Specs) -> None:
+        built["cfg"], built["vocab"] = check_language_model(meta, specs)
+
+    tensors, meta = checkpoint.load(p, expect)
+    try:
+        model = LanguageModel(built["cfg"], rng=0)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+                              strict=True)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{p}: not a usable rnnkit language model: {e}") from e
+    return model, built["vocab"], meta
+
