@@ -133,7 +133,7 @@ def test_an_unpruned_beam_ranks_every_sequence(model, length_penalty):
 def test_a_tiny_temperature_is_greedy():
     rng = np.random.default_rng(0)
     logits = np.array([0.3, 2.0, -1.0, 2.0 - 1e-6, -np.inf])
-    for t in (1e-300, 1e-310, 5e-324):        # logits / t overflows: the limit, argmax
+    for t in (1e-300, 1e-310, 5e-324):        # the limit t -> 0 (logits / t may overflow)
         assert {choose_token(logits, rng, t) for _ in range(20)} == {1}
         assert {choose_token(logits.astype(np.float32), rng, t, top_p=0.5)
                 for _ in range(20)} == {1}
@@ -154,14 +154,10 @@ def test_bad_beam_options(model, kw, err, match):
 
 def test_beam_search_finds_the_exhaustive_best(model):
     prime, L = [1, 4], 3
-
-    def logprob(cont):
-        return _logprob(model, prime, cont)
-
-    best = max(itertools.product(range(V), repeat=L), key=logprob)
+    best = max(itertools.product(range(V), repeat=L), key=lambda c: _logprob(model, prime, c))
     beams = beam_search(model, prime, L, width=V * V)
     assert tuple(beams[0].ids) == best
-    assert beams[0].logprob == pytest.approx(logprob(best), abs=1e-9)
+    assert beams[0].logprob == pytest.approx(_logprob(model, prime, best), abs=1e-9)
     assert [b.logprob for b in beams] == sorted((b.logprob for b in beams), reverse=True)
 
 

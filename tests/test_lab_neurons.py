@@ -20,11 +20,11 @@ from rnnkit.lab.neurons import (
     render_png,
     text_features,
     top_units,
-    validation_start,
 )
 from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.text import Vocab, build_vocab, tokenize, tokenize_lines
-from rnnkit.train import TrainConfig, model_from_checkpoint, prepare_data
+from rnnkit.rundir import load_language_model as model_from_checkpoint
+from rnnkit.train import TrainConfig, prepare_data, validation_start
 
 ENGLISH = "".join(
     ("KING:\n" if i % 3 == 0 else "")
@@ -218,8 +218,9 @@ def test_png_is_a_png():
 
 
 def _cli(tmp_path, *args: str) -> tuple[int, list[str]]:
-    html, png = tmp_path / "n.html", tmp_path / "n.png"
-    code = main(["lab", "neurons", *args, "--html", str(html), "--png", str(png)])
+    out = tmp_path / "lab"
+    html, png = out / "neurons.html", out / "neurons.png"
+    code = main(["lab", "neurons", *args, "--out", str(out)])
     return code, sorted(p.name for p in (html, png) if p.exists())
 
 
@@ -252,7 +253,7 @@ def test_cli_char_run_writes_both_files_and_prints_the_table(runs, tmp_path, cap
     text.write_text(ENGLISH[:900], encoding="utf-8")
     code, files = _cli(tmp_path, runs["char"], "--text", str(text), "--top", "2")
     out = capsys.readouterr().out
-    assert code == 0 and files == ["n.html", "n.png"]
+    assert code == 0 and files == ["neurons.html", "neurons.png"]
     assert "2 x 8 LSTM" in out and ("l1 c[" in out or "l0 c[" in out)
     head, rows, legend = _table(out)
     assert head.rstrip().endswith("untrained")
@@ -260,7 +261,7 @@ def test_cli_char_run_writes_both_files_and_prints_the_table(runs, tmp_path, cap
         assert _found(rows[name]), (name, rows[name])
         assert sum(f.startswith(("c[", "h[")) for f in rows[name]) == 2        # --top 2
     assert legend["word_pos"].startswith("letters/digits")                    # char level
-    page = (tmp_path / "n.html").read_text(encoding="utf-8")
+    page = (tmp_path / "lab" / "neurons.html").read_text(encoding="utf-8")
     assert "line_pos &mdash; l" in page
 
 
@@ -269,7 +270,7 @@ def test_cli_features_missing_from_the_text_are_reported_absent(runs, tmp_path, 
     text.write_text("the king and the queen\nwent to the lord\n" * 20, encoding="utf-8")
     code, files = _cli(tmp_path, runs["char"], "--text", str(text))
     out = capsys.readouterr().out
-    assert code == 0 and files == ["n.html", "n.png"]
+    assert code == 0 and files == ["neurons.html", "neurons.png"]
     _, rows, _ = _table(out)
     for name in ("quote", "bracket", "caps_line"):
         assert rows[name][0] == "absent" and not _found(rows[name]), (name, rows[name])
@@ -282,7 +283,7 @@ def test_cli_default_text_is_the_validation_part_of_a_word_stream_model(
     monkeypatch.chdir(tmp_path)
     code, files = _cli(tmp_path, runs["word"], "--length", "300")
     out = capsys.readouterr().out
-    assert code == 0 and files == ["n.html", "n.png"]
+    assert code == 0 and files == ["neurons.html", "neurons.png"]
     assert "validation" in out and "1 x 8 GRU, word level" in out
     _, _, legend = _table(out)
     assert "punctuation" in legend["word_pos"] and "punctuation" in legend["word_end"]
@@ -316,9 +317,9 @@ def test_cli_default_text_of_a_sentence_model_starts_at_the_first_validation_lin
     assert text[start:].split("\n")[0] == first_val_line
     code, files = _cli(tmp_path, runs["sentence"], "--length", "400")
     out = capsys.readouterr().out
-    assert code == 0 and files == ["n.html", "n.png"]
+    assert code == 0 and files == ["neurons.html", "neurons.png"]
     assert "validation part" in out and "lines" in out
-    page = (tmp_path / "n.html").read_text(encoding="utf-8")
+    page = (tmp_path / "lab" / "neurons.html").read_text(encoding="utf-8")
     pre = page[page.index("<pre>") + 5:].lstrip("\n")
     shown = "".join(re.sub(r"<[^>]+>", "", pre.split("</pre>")[0]))
     assert html.unescape(shown).startswith(first_val_line)
@@ -327,7 +328,7 @@ def test_cli_default_text_of_a_sentence_model_starts_at_the_first_validation_lin
 def test_cli_chinese(runs, tmp_path, capsys):
     code, files = _cli(tmp_path, runs["zh"], "--length", "200")
     out = capsys.readouterr().out
-    assert code == 0 and files == ["n.html", "n.png"]
+    assert code == 0 and files == ["neurons.html", "neurons.png"]
     _, rows, _ = _table(out)
     assert rows["caps_line"][0] == "absent"                # no cased letters in Chinese
     assert _found(rows["quote"]) and _found(rows["bracket"]) and "2 x 8 RNN" in out

@@ -164,3 +164,16 @@ def test_stepper_equals_the_full_forward(cell, one_hot):
     for a, b in zip(state if isinstance(state, tuple) else (state,),
                     hn if isinstance(hn, tuple) else (hn,), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_weights_are_read_through_public_accessors():
+    from rnnkit.recurrent import GRU
+
+    g = GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, rng=0)
+    w_ih, _, _, b_hh = g.layer_weights(1, 1)
+    assert w_ih is g.weight_ih_l1_reverse and b_hh is g.bias_hh_l1_reverse
+    assert g.layer_weights(0)[1] is g.weight_hh_l0
+    assert GRU(3, 4, bias=False).layer_weights(0)[2:] == (None, None)
+    lin = Linear(3, 2)
+    assert lin.bias is dict(lin.named_parameters())["bias"]
+    assert Linear(3, 2, bias=False).bias is None

@@ -142,18 +142,15 @@ def test_load_state_dict_casts_float32_into_float64():
 
 
 def test_load_state_dict_refuses_values_the_dtype_cannot_hold():
-    m32 = make("lstm", dtype=np.float32)
+    m32, m64 = make("lstm", dtype=np.float32), make("lstm")
     before = m32.state_dict()
-    sd = {k: v + 1 for k, v in make("lstm").state_dict().items()}     # float64, all changed
-    assert list(sd)[-1] == "bias_hh_l1_reverse"                         # checked last
-    sd["bias_hh_l1_reverse"][2] = -1e300                                # float32 would make -inf
+    sd = {k: v + 1 for k, v in m64.state_dict().items()}     # float64, every key changed
+    sd["bias_hh_l1_reverse"][2] = -1e300                      # the last key; float32: -inf
     with pytest.raises(ValueError, match=r"state_dict\['bias_hh_l1_reverse'\] holds -1e\+300, "
                                          r"beyond what float32 holds \(at most 3\.40282e\+38"):
         m32.load_state_dict(sd)
-    for k, v in m32.state_dict().items():                               # nothing written
-        np.testing.assert_array_equal(v, before[k], err_msg=k)
-    m64 = make("lstm")
-    m64.load_state_dict(sd)                                             # float64 holds it
+    assert all(np.array_equal(v, before[k]) for k, v in m32.state_dict().items())
+    m64.load_state_dict(sd)                                   # float64 holds it
     assert m64.bias_hh_l1_reverse[2] == -1e300
 
 

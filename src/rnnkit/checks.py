@@ -102,8 +102,8 @@ def int_arg(min_val: int | None = None, max_val: int | None = None) -> Callable[
         try:
             return int(check_scalar(v, "value", int, min_val=min_val, max_val=max_val))
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer in {interval(min_val, max_val)}, got {s!r}") from None
+            want = describe(int, min_val, max_val).replace("int", "integer")
+            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}") from None
 
     return parse
 
@@ -120,9 +120,8 @@ def float_arg(min_val: float | None = None, max_val: float | None = None,
             return float(check_scalar(v, "value", float, min_val=min_val, max_val=max_val,
                                       include_boundaries=include_boundaries))
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number in {interval(min_val, max_val, include_boundaries)}, got "
-                f"{s!r}") from None
+            want = describe(float, min_val, max_val, include_boundaries)
+            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}") from None
 
     return parse
 

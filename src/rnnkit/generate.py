@@ -29,9 +29,8 @@ Array = np.ndarray
 
 def check_sampling(temperature: Any, top_k: Any, top_p: Any, vocab_size: int | None = None
                    ) -> tuple[float, int | None, float | None]:
-    """Validate sampling options and return them: temperature >= 0 (0 = greedy), top_k a
-    positive int (above the vocabulary size it keeps every token) or None, top_p in (0, 1]
-    or None. ``vocab_size`` is not needed (kept for callers that pass it)."""
+    """Validate and return sampling options: temperature >= 0 (0 = greedy), top_k >= 1 or
+    None, top_p in (0, 1] or None. (``vocab_size`` is unused: older callers pass it.)"""
     return (check_scalar(temperature, "temperature", float, min_val=0),
             check_scalar(top_k, "top_k", int, min_val=1, allow_none=True),
             check_scalar(top_p, "top_p", float, min_val=0, max_val=1,
@@ -114,9 +113,6 @@ class Beam:
     extra: Array | None = None
 
 
-Step = Callable[[Array, Array], tuple[Array, Array | None]]
-
-
 def reorder(state: State, rows: Array, axis: int) -> State:
     """The rows ``rows`` of a recurrent state, h or (h, c), along its batch ``axis``."""
     if isinstance(state, tuple):
@@ -130,39 +126,34 @@ def _rank(logprob: Any, n: int, length_penalty: float) -> Any:
 
 
 def _best(x: Array, k: int) -> Array:
-    """Indices of the k largest entries of x, largest first, ties in index order (as a stable
-    argsort of all of x would choose)."""
-    if k < x.size:
-        idx = np.flatnonzero(x >= np.partition(x, x.size - k)[x.size - k])
-    else:
-        idx = np.arange(x.size)
+    """Indices of the k largest of x, largest first; ties in index order, as a stable sort."""
+    idx = np.flatnonzero(x >= np.partition(x, -k)[-k]) if k < x.size else np.arange(x.size)
     return idx[np.argsort(-x[idx], kind="stable")[:k]]
 
 
-def beam_decode(step: Step, start: int, length: int, width: int, *, end_id: int | None = None,
+def beam_decode(step: Callable[[Array, Array], tuple[Array, Array | None]], start: int,
+                length: int, width: int, *, end_id: int | None = None,
                 length_penalty: float = 0.0) -> list[Beam]:
-    """Beam search with any decoder, given as its ``step``: the ``width`` best hypotheses, best
-    first.
+    """Beam search with any decoder, given as its ``step``: the ``width`` best hypotheses of
+    up to ``length`` tokens, best first.
 
     ``step(rows, tokens)`` moves the decoder on: row i of its new batch continues row
-    ``rows[i]`` (W,) of the batch before (of the initial state, one row, at the first call)
-    with token ``tokens[i]`` (W,); it returns the log-probabilities of the next token (W, V)
-    and an array (W, ...) to keep with each token, or None. The first call feeds ``start``.
+    ``rows[i]`` (W,) of the batch before (at the first call: of the initial state, one row)
+    with token ``tokens[i]`` (W,), ``start`` at the first call. It returns the log-probabilities
+    of the next token (W, V) and an array (W, ...) to keep with each token, or None.
 
     Each step keeps the ``width`` best one-token continuations of the open hypotheses; those
     that end with ``end_id`` are finished and leave the batch. A hypothesis of n tokens ranks
-    by ``logprob / n**length_penalty``: at each step, in the result, and for stopping early,
-    when ``width`` finished ones rank at least as high as any continuation of an open one
-    could (log-probabilities only fall). The result holds finished hypotheses and, after
-    ``length`` steps, open ones. Each step stores only its tokens and backpointers, and each
-    hypothesis is rebuilt once at the end: time and memory are linear in ``length``.
+    by logprob / n**length_penalty: at each step, in the result, and to stop early, when
+    ``width`` finished ones rank at least as high as any continuation of an open one could.
+    Each step keeps only its tokens and backpointers (W,), and the hypotheses are rebuilt
+    once at the end: time and memory are linear in ``length``.
     """
     length = check_scalar(length, "length", int, min_val=1)
     width = check_scalar(width, "width", int, min_val=1)
     a = check_scalar(length_penalty, "length_penalty", float)
     trail: list[tuple[Array, Array, Array, Array | None]] = []   # tokens, rows, parents, extra
-    done: list[tuple[float, int, int, int, float]] = []   # min-heap of the best finished:
-    #                                      (rank, -order, step t, candidate j, logprob)
+    done: list[tuple[float, int, int, int, float]] = []   # heap: (rank, -order, t, j, lp)
     rows, tokens = np.zeros(1, np.int64), np.array([start], np.int64)
     logprob, opened = np.zeros(1), np.zeros(1, np.int64)
     for t in range(length):
@@ -171,23 +162,21 @@ def beam_decode(step: Step, start: int, length: int, width: int, *, end_id: int 
         top = _best(_rank(scores, t + 1, a), width)
         rows, tokens = np.divmod(top, logp.shape[1])
         trail.append((tokens, rows, opened[rows], extra))
-        logprob = scores[top]
-        ended = tokens == end_id
+        logprob, ended = scores[top], tokens == end_id
         for j in np.flatnonzero(ended).tolist():
             item = (_rank(logprob[j], t + 1, a), -(t * width + j), t, j, logprob[j])
             (heapq.heappush if len(done) < width else heapq.heappushpop)(done, item)
         opened = np.flatnonzero(~ended)
         rows, tokens, logprob = rows[opened], tokens[opened], logprob[opened]
-        if not opened.size:
+        # the width best finished vs the best any continuation can reach (logprobs only
+        # fall): logprob / length**a for a >= 0, its rank now for a < 0
+        if not opened.size or (len(done) == width and done[0][0] >= _rank(
+                logprob.max(), length if a >= 0 else t + 1, a)):
             break
-        # the best rank any continuation can reach: at n = length tokens (a >= 0), or now
-        if len(done) == width and done[0][0] >= _rank(logprob.max(),
-                                                      length if a >= 0 else t + 1, a):
-            break
-    pool = sorted(done, reverse=True) + [(_rank(lp, t + 1, a), 0, t, int(j), lp)
-                                         for j, lp in zip(opened, logprob, strict=True)]
+    pool = done + [(_rank(lp, t + 1, a), -((t + 1) * width + j), t, j, lp)
+                   for j, lp in zip(opened.tolist(), logprob, strict=True)]
     out = []
-    for _, _, last, j, lp in sorted(pool, key=lambda h: -h[0])[:width]:
+    for _, _, last, j, lp in sorted(pool, reverse=True)[:width]:
         ids, extras = [], []
         for s in range(last, -1, -1):                     # follow the backpointers home
             toks, rws, parents, extra = trail[s]

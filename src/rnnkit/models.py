@@ -22,7 +22,6 @@ from .recurrent import LAYERS, RecurrentCache, RNNBase, State
 from .scan import OneHot
 
 Array = np.ndarray
-CELLS = LAYERS                  # cell name -> layer class; the table lives in recurrent.py
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         check.positive_int("vocab_size", self.vocab_size)
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}; got {self.cell!r}")
+        if self.cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}; got {self.cell!r}")
         check.positive_int("embedding_dim", self.embedding_dim)
         check.positive_int("hidden_size", self.hidden_size)
         check.positive_int("num_layers", self.num_layers)
@@ -98,7 +97,7 @@ class LanguageModel(Module):
         V, E, H = config.vocab_size, config.embedding_dim, config.hidden_size
         if not config.one_hot:
             self.embedding = Embedding(V, E, self.dtype, self.rng)
-        cls = CELLS[config.cell]
+        cls = LAYERS[config.cell]
         kw: dict[str, Any] = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
         self.rnn: RNNBase = cls(V if config.one_hot else E, H, config.num_layers,
                                 dropout=config.dropout, dtype=self.dtype, rng=self.rng, **kw)
@@ -246,7 +245,7 @@ def parameter_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
     """name -> shape of every parameter of ``LanguageModel(config)``, in its order, computed
     without allocating (to check a checkpoint's tensors before the model is built)."""
     V, E, H, L = config.vocab_size, config.embedding_dim, config.hidden_size, config.num_layers
-    G = {"rnn": 1, "gru": 3, "lstm": 4}[config.cell] * H
+    G = LAYERS[config.cell].math_class.gates * H
     shapes: dict[str, tuple[int, ...]] = {} if config.one_hot else {"embedding.weight": (V, E)}
     for k in range(L):
         shapes |= {f"rnn.weight_ih_l{k}": (G, H if k else (V if config.one_hot else E)),

@@ -129,7 +129,10 @@ class Optimizer:
         for _, p, _ in self._triples:
             sizes[p.dtype] = max(sizes.get(p.dtype, 0), p.size)
         self._scratch = {dt: (np.empty(n, dt), np.empty(n, dt)) for dt, n in sizes.items()}
-        self._saved = [np.empty_like(a) for a in self._arrays()]   # what a refused step restores
+        # every array a step writes (parameters, then state), and where a step first copies them
+        self._live = [p for _, p, _ in self._triples] + [
+            a for by_slot in self.state.values() for a in by_slot.values()]
+        self._saved = [np.empty_like(a) for a in self._live]
 
     # ---- what a subclass provides ----------------------------------------------------------
     @classmethod
@@ -166,11 +169,9 @@ class Optimizer:
         Returns True. If the update would leave any parameter or state entry NaN or Inf (a
         gradient that overflows, a learning rate far too large) nothing is applied: every
         parameter, every state array and ``step_count`` stay exactly as they were, and it
-        returns False (without a RuntimeWarning). The caller decides what to do, e.g. count it
-        and lower the learning rate.
+        returns False (without a RuntimeWarning); the caller decides what to do.
         """
-        arrays = self._arrays()
-        for a, saved in zip(arrays, self._saved, strict=True):
+        for a, saved in zip(self._live, self._saved, strict=True):
             np.copyto(saved, a)
         self.step_count += 1
         with np.errstate(all="ignore"):
@@ -178,9 +179,9 @@ class Optimizer:
                 a, b = self._scratch[p.dtype]
                 self._update(p, g, self.state[name], a[:p.size].reshape(p.shape),
                              b[:p.size].reshape(p.shape))
-        if all(np.isfinite(a).all() for a in arrays):
+        if all(np.isfinite(a).all() for a in self._live):
             return True
-        for a, saved in zip(arrays, self._saved, strict=True):
+        for a, saved in zip(self._live, self._saved, strict=True):
             np.copyto(a, saved)
         self.step_count -= 1
         return False
@@ -274,11 +275,6 @@ class Optimizer:
         return f"{type(self).__name__}({args}; {len(self._triples)} parameters)"
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _arrays(self) -> list[Array]:
-        """Every array a step writes: the parameters, then the state."""
-        return ([p for _, p, _ in self._triples]
-                + [a for slots in self.state.values() for a in slots.values()])
-
     def _set_hyper(self, h: Mapping[str, Any]) -> None:
         for k in self.hyper_names:
             setattr(self, k, h[k])

@@ -165,11 +165,11 @@ def prepare_data(cfg: TrainConfig, vocab: Vocab | None = None) -> Data:
     crc = zlib.crc32(text.encode("utf-8"))
     specials = specials_for(cfg.level, cfg.mode)
     if cfg.mode == "stream":
-        tokens = tokenize(text, cfg.level)
-        if vocab is None:
+        if vocab is None:           # counted without a list of tokens: a corpus may be large
+            tokens = text if cfg.level == "char" else (m.group() for m in WORD.finditer(text))
             vocab = build_vocab(tokens, specials=specials, min_count=cfg.min_count,
                                 level=cfg.level)
-        ids = vocab.encode(tokens)
+        ids = vocab.encode_text(text)
         train_ids, val_ids = split_ids(ids, cfg.val_fraction)
         need = cfg.batch_size * cfg.seq_len + 1
         if len(train_ids) < need:
