@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnkit import checkpoint as ck
-from rnnkit.files import remove_temp_files
 from rnnkit.checkpoint import (
     FORMAT,
     VERSION,
@@ -32,6 +31,7 @@ from rnnkit.checkpoint import (
     read_meta,
     save,
 )
+from rnnkit.files import remove_temp_files
 
 DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_]
 
@@ -346,19 +346,19 @@ MALFORMED = {
     "random": (bytes(random.Random(0).randbytes(4096)), "not an rnnkit checkpoint"),
     "text": (b"hello, this is not a checkpoint\n" * 4, "not an rnnkit checkpoint"),
     "header_len_zero": (b"\x00" * 8 + b"{}", "not an rnnkit checkpoint"),
-    "header_len_too_long": (_raw(_rnnkit_header(_meta_v()))[:-3], "not an rnnkit checkpoint"),
+    "header_len_too_long": (_raw(_rnnkit_header(_meta_v()))[:-3], "truncated"),
     "header_len_huge": ((2**40).to_bytes(8, "little") + b"{}", "not an rnnkit checkpoint"),
-    "header_len_short": (b"\x05" + b"\x00" * 7 + b'{"__metadata__": {}}', "not an rnnkit checkpoint"),
-    "header_not_json": (_raw({})[:8] + b"{not json", "not an rnnkit checkpoint"),
-    "header_not_utf8": (b"\x04" + b"\x00" * 7 + b'{"\xff}', "not an rnnkit checkpoint"),
-    "header_list": (b"\x02" + b"\x00" * 7 + b"[]", "not an rnnkit checkpoint"),
-    "header_nan": (_raw(b'{"a": NaN}'), "not an rnnkit checkpoint"),
-    "deep_json": (_raw(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"not an rnnkit checkpoint"),
+    "header_len_short": (b"\x05" + b"\x00" * 7 + b'{"__metadata__": {}}', "not valid UTF-8 JSON"),
+    "header_not_json": (_raw({})[:8] + b"{not json", "not valid UTF-8 JSON"),
+    "header_not_utf8": (b"\x04" + b"\x00" * 7 + b'{"\xff}', "not valid UTF-8 JSON"),
+    "header_list": (b"\x02" + b"\x00" * 7 + b"[]", "no safetensors JSON header"),
+    "header_nan": (_raw(b'{"a": NaN}'), "not valid UTF-8 JSON .NaN is not JSON"),
+    "deep_json": (_raw(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
                   "not valid UTF-8 JSON"),
-    "duplicate_key": (_raw(b'{"a": 1, "a": 2}'), "not an rnnkit checkpoint"),
+    "duplicate_key": (_raw(b'{"a": 1, "a": 2}'), "duplicate key"),
     "plain_safetensors": (safetensors.numpy.save({"w": np.ones(1)}), "without rnnkit metadata"),
     "other_metadata": (safetensors.numpy.save({}, metadata={"x": "y"}), "no 'rnnkit' entry"),
-    "metadata_not_str": (_raw({"__metadata__": {"rnnkit": 1}}), "not an rnnkit checkpoint"),
+    "metadata_not_str": (_raw({"__metadata__": {"rnnkit": 1}}), "must map str to str"),
     "meta_not_json": (_raw({"__metadata__": {"rnnkit": "{oops"}}), "rnnkit metadata is not"),
     "meta_not_object": (_raw({"__metadata__": {"rnnkit": "[]"}}), "not a JSON object"),
     "meta_surrogate": (_raw(_rnnkit_header(_meta_v(s="\ud800"))), "lone surrogate"),
@@ -371,35 +371,37 @@ MALFORMED = {
                       f"version {VERSION + 1} by rnnkit 0.9.0.*Upgrade to rnnkit 0.9.0"),
     "older_version": (_raw(_rnnkit_header(_meta_v(version=VERSION - 1))), "older than"),
     "bad_dtype": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"dtype": "F16"}}), b"\0" * 4),
-                  "dtype F16"),
-    "extra_field": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"x": 1}}), b"not an rnnkit checkpoint" * 4),
+                  "dtype 'F16'"),
+    "extra_field": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"x": 1}}), b"\0" * 4),
                     "exactly dtype, shape and data_offsets"),
-    "negative_shape": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [-1]}}), b"not an rnnkit checkpoint" * 4),
+    "negative_shape": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [-1]}}), b"\0" * 4),
                        "non-negative ints"),
-    "float_shape": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [1.0]}}), b"not an rnnkit checkpoint" * 4),
+    "float_shape": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [1.0]}}), b"\0" * 4),
                     "non-negative ints"),
-    "too_many_dims": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"not an rnnkit checkpoint": [1] * 40}}),
+    "too_many_dims": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [1] * 40}}),
                            b"\0" * 4), "at most 32"),
-    "size_mismatch": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [2]}}), b"not an rnnkit checkpoint" * 4),
+    "size_mismatch": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"shape": [2]}}), b"\0" * 4),
                       "needs 8 bytes"),
-    "bad_offsets": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"not an rnnkit checkpoint": [0]}}),
+    "bad_offsets": (_raw(_rnnkit_header(_meta_v(), {"w": F4 | {"data_offsets": [0]}}),
                          b"\0" * 4), "expected .begin, end."),
-    "overlap": (_raw(_rnnkit_header(_meta_v(), {"a": F4, "b": F4 | {"not an rnnkit checkpoint": [2, 6]}}),
+    "overlap": (_raw(_rnnkit_header(_meta_v(), {"a": F4, "b": F4 | {"data_offsets": [2, 6]}}),
                      b"\0" * 6), "overlaps"),
-    "gap": (_raw(_rnnkit_header(_meta_v(), {"a": F4 | {"data_offsets": [4, 8]}}), b"not an rnnkit checkpoint" * 8),
+    "gap": (_raw(_rnnkit_header(_meta_v(), {"a": F4 | {"data_offsets": [4, 8]}}), b"\0" * 8),
             "leaves a gap"),
-    "trailing": (_raw(_rnnkit_header(_meta_v(), {"a": F4}), b"\0" * 9), "not an rnnkit checkpoint"),
-    "data_truncated": (_raw(_rnnkit_header(_meta_v(), {"a": F4}), b"not an rnnkit checkpoint" * 3),
+    "trailing": (_raw(_rnnkit_header(_meta_v(), {"a": F4}), b"\0" * 9), "5 unexpected bytes"),
+    "data_truncated": (_raw(_rnnkit_header(_meta_v(), {"a": F4}), b"\0" * 3),
                        "truncated: expected"),
     "bad_checksum": (_raw(_rnnkit_header(_meta_v(), {"a": F4}), b"\0" * 4), "checksum"),
 }
 
 # the safetensors library (safe_open) refuses these before rnnkit looks: its words, ours around
-for _name in ("deep_json", "bad_dtype", "extra_field", "negative_shape", "float_shape",
+for _name in ("header_len_too_long", "header_len_short", "header_not_json", "header_not_utf8",
+              "header_list", "header_nan", "duplicate_key", "metadata_not_str", "trailing",
+              "deep_json", "bad_dtype", "extra_field", "negative_shape", "float_shape",
               "too_many_dims", "size_mismatch", "bad_offsets", "overlap", "gap",
               "data_truncated"):
     MALFORMED[_name] = (MALFORMED[_name][0], "not an rnnkit checkpoint|corrupt")
-for _name in ("too_many_dims", "bad_offsets"):   # safe_open reads their metadata; load refuses
+for _name in ("too_many_dims", "bad_offsets", "extra_field"):   # safe_open reads their metadata; load refuses
     MALFORMED[_name] = (MALFORMED[_name][0], "not an rnnkit checkpoint|corrupt|checksum")
 
 

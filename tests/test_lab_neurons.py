@@ -22,8 +22,8 @@ from rnnkit.lab.neurons import (
     top_units,
 )
 from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.text import Vocab, build_vocab, tokenize, tokenize_lines
 from rnnkit.rundir import load_language_model as model_from_checkpoint
+from rnnkit.text import Vocab, build_vocab, tokenize, tokenize_lines
 from rnnkit.train import TrainConfig, prepare_data, validation_start
 
 ENGLISH = "".join(
