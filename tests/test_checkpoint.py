@@ -401,7 +401,8 @@ for _name in ("header_len_too_long", "header_len_short", "header_not_json", "hea
               "too_many_dims", "size_mismatch", "bad_offsets", "overlap", "gap",
               "data_truncated"):
     MALFORMED[_name] = (MALFORMED[_name][0], "not an rnnkit checkpoint|corrupt")
-for _name in ("too_many_dims", "bad_offsets", "extra_field"):   # safe_open reads their metadata; load refuses
+# safe_open reads the metadata of these; load refuses them
+for _name in ("too_many_dims", "bad_offsets", "extra_field"):
     MALFORMED[_name] = (MALFORMED[_name][0], "not an rnnkit checkpoint|corrupt|checksum")
 
 
