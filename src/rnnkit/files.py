@@ -200,16 +200,3 @@ def printable(s: Any, *, keep: frozenset[str] | str = _KEEP) -> str:
                    or unicodedata.category(c) == "Zs" else c.encode("unicode_escape").decode()
                    for c in s)
 
-
-def output_dir(path: Path_, flag: str = "--out") -> Path:
-    """A directory to write results into, created if missing (checked before any work)."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise FileError(f"{flag} {printable(p, keep='')}: is a file, not a directory; give a "
-                        "directory (it is created if missing)")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FileError(f"{flag} {printable(p, keep='')}: cannot create the directory "
-                        f"({e.strerror}); give another") from e
-    return p

@@ -455,15 +455,6 @@ def _id_array(name: str, ids: Any) -> Array:
     return out
 
 
-def _nonneg_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a non-negative int; got {type(value).__name__} "
-                        f"{value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int; got {value}")
-    return int(value)
-
-
 def _check_state(state: Any, expected: dict[str, Any], n_batches: int) -> tuple[int, int]:
     """Check a batcher state against this batcher: what differs, and epoch/index in range."""
     if not isinstance(state, dict):
@@ -663,12 +654,12 @@ class SentenceBatches:
                              "or shuffle=False")
         self.rng = rng
         self.shuffle = shuffle
-        self.start_id = _nonneg_int("start_id", start_id)
-        self.end_id = _nonneg_int("end_id", end_id)
-        self.pad_id = _nonneg_int("pad_id", pad_id)
+        self.start_id = check.check_scalar(start_id, "start_id", int, min_val=0)
+        self.end_id = check.check_scalar(end_id, "end_id", int, min_val=0)
+        self.pad_id = check.check_scalar(pad_id, "pad_id", int, min_val=0)
         if self.start_id == self.end_id:
             raise ValueError(f"start_id and end_id must differ; both are {self.start_id}")
-        self.bucket = _nonneg_int("bucket", bucket)
+        self.bucket = check.check_scalar(bucket, "bucket", int, min_val=0)
         self.max_len = None if max_len is None else check.positive_int("max_len", max_len)
         self.drop_last = bool(drop_last)
         if isinstance(lines_ids, (str, np.ndarray)) or not isinstance(lines_ids, Sequence):

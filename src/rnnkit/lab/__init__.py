@@ -1,7 +1,8 @@
 """The lab: experiments that show why GRU and LSTM exist (the chapter's section 4.1.2.8).
 
 Each experiment is a function that returns its numbers, a table printer and a plot, and an
-``rnnkit lab NAME`` command that prints the table and writes the PNG:
+``rnnkit lab NAME`` command that prints the table and writes its figures into ``--out DIR``
+(default ``lab-NAME``), saying where:
 
 - :mod:`~rnnkit.lab.gradients` -- ||dL/dh_t|| over 150 steps: vanishing and exploding;
 - :mod:`~rnnkit.lab.memory` -- the adding and copy problems with equal parameter budgets;

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import write_figure
 from ..recurrent import LAYERS
 
 CELL_NAMES = tuple(LAYERS)
@@ -96,7 +95,7 @@ def plot_curves(curves: list[Curve], png: str | Path, *, title: str, ylabel: str
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, png)
+    write_figure(png, fig)
 
 
 def add_remember_bias(rnn: Any, cell: str, value: float) -> None:
@@ -110,45 +109,6 @@ def add_remember_bias(rnn: Any, cell: str, value: float) -> None:
     for name, p in rnn.named_parameters():
         if name.startswith("bias_ih"):
             p[H: 2 * H] += value
-
-
-def check_png(flag: str, path: str) -> None:
-    """Fail before any work if the plot cannot be written where asked."""
-    p = Path(path)
-    if p.suffix.lower() != ".png":
-        raise ValueError(f"{flag} {path!r}: expected a file name ending in .png; got suffix "
-                         f"{p.suffix or '(none)'!r}")
-    if p.is_dir():
-        raise ValueError(f"{flag} {path!r} is a directory; give a file name such as "
-                         f"{str(p / 'plot.png')!r}")
-    parent = p.resolve().parent
-    if not parent.is_dir():
-        raise ValueError(f"{flag} {path!r}: directory {str(parent)!r} does not exist; create "
-                         "it first or give another path")
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Temp file beside the target, then one rename: a reader never sees half a file."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_figure(fig: Any, png: str | Path) -> None:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    write_atomic(png, buf.getvalue())
 
 
 def write_plot(plot: Callable[[Path], None], out: Path, name: str) -> None:

@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import checks
 from ..classify import SequenceClassifier
+from ..files import write_figure
 from ..optim import Adam, clip_grad_norm_
 from ._common import (
     CELL_NAMES,
@@ -53,7 +54,6 @@ from ._common import (
     cell_parameters,
     check_cells,
     hidden_for_budget,
-    save_figure,
     write_plot,
 )
 
@@ -373,7 +373,7 @@ def plot_agreement(results: list[AgreementResult], png: str | Path, title: str =
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, png)
+    write_figure(png, fig)
 
 
 # ---- rnnkit lab agreement ------------------------------------------------------------------

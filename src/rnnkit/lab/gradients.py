@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from .. import checks
+from ..files import write_figure
 from ..recurrent import CELLS
-from ._common import add_remember_bias, save_figure, write_plot
+from ._common import add_remember_bias, write_plot
 
 Array = np.ndarray
 
@@ -100,7 +101,7 @@ def plot_gradients(results: list[tuple[str, GradientNorms]], png: str | Path) ->
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    save_figure(fig, png)
+    write_figure(png, fig)
 
 
 # ---- rnnkit lab gradients ----------------------------------------------------------------

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import UsageError, nonneg_int_arg, positive_int_arg
-from ..files import output_dir, write_atomic
+from ..checks import UsageError, nonneg_int_arg, out_dir_arg, positive_int_arg
+from ..files import write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
 
@@ -568,8 +568,8 @@ def add_commands(sub: Any) -> None:
     n.add_argument("--length", type=positive_int_arg, default=4000,
                    help="tokens to read (characters or words, the model's level)")
     n.add_argument("--top", type=positive_int_arg, default=3, help="units shown per feature")
-    n.add_argument("--out", default="lab-neurons", help="directory for neurons.html and "
-                   "neurons.png [default: lab-neurons]")
+    n.add_argument("--out", type=out_dir_arg, default="lab-neurons",
+                   help="directory for neurons.html and neurons.png (created if missing)")
     n.add_argument("--png-tokens", type=positive_int_arg, default=200,
                    help="tokens shown in the heatmap")
     n.add_argument("--seed", type=nonneg_int_arg, default=0,
@@ -583,7 +583,7 @@ def cmd_lab_neurons(args: Any) -> int:
     from ..text import read_text
     from ..train import validation_text
 
-    out = output_dir(args.out)
+    out = args.out
     html_path, png_path = out / "neurons.html", out / "neurons.png"
     model, vocab, meta = load_language_model(args.run)
     if args.text is not None:
@@ -617,6 +617,7 @@ def cmd_lab_neurons(args: Any) -> int:
     print("r: Pearson correlation of the unit's value after each token with the feature; "
           "untrained: the best |r| of any unit of an untrained model of the same shape\n")
     print(neurons_table(found))
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(html_path, page.encode("utf-8"))
     print(f"\nhtml: {html_path}")
     if png is None:
