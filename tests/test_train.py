@@ -203,3 +203,34 @@ def test_kill_at_any_moment_then_resume_matches(tmp_path, corpus):
                         "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_resume_with_a_budget_replaces_the_saved_one_and_says_so(tmp_path, corpus):
+    # a run saved with a time budget: --max-steps on resume is the budget, not both
+    def stop_at_5(step: int) -> None:
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    Trainer(_cfg(corpus, max_steps=None, max_minutes=10.0), tmp_path / "r",
+            **_quiet(before_step=stop_at_5)).run()
+    log = io.StringIO()
+    s = Trainer(None, tmp_path / "r", resume=True, overrides={"max_steps": 9}, log=log,
+                progress=False).run()
+    assert s.step == 9 and s.stopped_by == "max_steps"
+    assert "under --max-steps 9 (the saved budget was --max-minutes 10)" in log.getvalue()
+
+
+def test_a_non_finite_update_is_skipped_not_applied(tmp_path, corpus):
+    s = Trainer(_cfg(corpus, optimizer="sgd", lr=1e30, grad_clip=None, max_bad_steps=100),
+                tmp_path / "r", **_quiet()).run()
+    assert s.skipped_steps > 0
+    tensors, _ = checkpoint.load(tmp_path / "r" / "last.safetensors")
+    assert all(np.isfinite(v).all() for v in tensors.values())
+
+
+def test_a_second_trainer_on_the_same_directory_is_refused(tmp_path, corpus):
+    first = Trainer(_cfg(corpus), tmp_path / "r", **_quiet())
+    with pytest.raises(ValueError, match="another rnnkit process"):
+        Trainer(_cfg(corpus), tmp_path / "r", **_quiet())
+    first.run()                                    # released at the end of the run
+    Trainer(None, tmp_path / "r", resume=True, **_quiet()).close()

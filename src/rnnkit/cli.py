@@ -173,7 +173,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import beam_search, check_sampling, sample
 
     model, vocab, _ = _load(args.run)
-    check_sampling(args.temperature, args.top_k, args.top_p, len(vocab))
+    check_sampling(args.temperature, args.top_k, args.top_p)
     prime = _prime_ids(vocab, args.prime)
     rng = np.random.default_rng(args.seed)
     shown = args.prime

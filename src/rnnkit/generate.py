@@ -27,10 +27,10 @@ from .recurrent import State
 Array = np.ndarray
 
 
-def check_sampling(temperature: Any, top_k: Any, top_p: Any, vocab_size: int | None = None
+def check_sampling(temperature: Any, top_k: Any, top_p: Any
                    ) -> tuple[float, int | None, float | None]:
     """Validate and return sampling options: temperature >= 0 (0 = greedy), top_k >= 1 or
-    None, top_p in (0, 1] or None. (``vocab_size`` is unused: older callers pass it.)"""
+    None, top_p in (0, 1] or None."""
     return (check_scalar(temperature, "temperature", float, min_val=0),
             check_scalar(top_k, "top_k", int, min_val=1, allow_none=True),
             check_scalar(top_p, "top_p", float, min_val=0, max_val=1,

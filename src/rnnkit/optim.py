@@ -665,7 +665,8 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0) -> floa
         the step.
     """
     arrays = _grad_list(grads, "clip_grad_norm_")
-    max_norm = check_scalar(max_norm, "max_norm", float, min_val=0)
+    max_norm = max_norm if max_norm == math.inf else check_scalar(  # inf: only measure
+        max_norm, "max_norm", float, min_val=0)
     q = math.inf if norm_type in (math.inf, "inf") else check_scalar(
         norm_type, "norm_type", float, min_val=0, include_boundaries="neither")
     norms = [np.linalg.norm(np.asarray(a, np.float64).ravel(), q) if a.size else 0.0

@@ -284,7 +284,8 @@ def validation_text(meta: dict[str, Any], level: str) -> tuple[str, str]:
 
 def evaluate(model: LanguageModel, batches: StreamBatches | SentenceBatches,
              max_batches: int | None = None) -> float:
-    """Mean cross-entropy (nats per token) over the validation batches, in eval mode."""
+    """Mean cross-entropy (nats per token) over the validation batches, in eval mode; inf
+    for a model whose loss or carried state is no longer finite."""
     total, count = 0.0, 0
     state: State | None = None
     with eval_mode(model):
@@ -298,9 +299,17 @@ def evaluate(model: LanguageModel, batches: StreamBatches | SentenceBatches,
                 assert isinstance(batch, StreamBatch)
                 logits, state = model(batch.x, state)
                 loss, _, n = softmax_cross_entropy(logits, batch.y)
+                if not _finite(state):
+                    return math.inf
             total += loss * n
             count += n
+            if not math.isfinite(total):           # a diverged model: no need to go on
+                return math.inf
     return total / max(count, 1)
+
+
+def _finite(state: State) -> bool:
+    return all(np.isfinite(a).all() for a in (state if isinstance(state, tuple) else (state,)))
 
 
 def sample_text(model: LanguageModel, vocab: Vocab, prime: str | None, length: int,
@@ -550,7 +559,7 @@ class Trainer:
             logits, hn, cache = model.forward(batch.x, None, batch.lengths)
             loss, dlogits, _ = softmax_cross_entropy(logits, batch.y, batch.mask)
         model.zero_grad()
-        ok = math.isfinite(loss)
+        ok = math.isfinite(loss) and _finite(hn)
         if ok:
             model.backward(dlogits, cache)
             if cfg.clip_value is not None:
@@ -564,8 +573,8 @@ class Trainer:
             model.zero_grad()
             if self.bad_streak >= cfg.max_bad_steps:
                 raise TrainingError(
-                    f"{self.bad_streak} steps in a row had a non-finite loss, gradient or "
-                    f"update (at step {self.step + 1}); the run stops, and the last checkpoint "
+                    f"{self.bad_streak} steps in a row had a non-finite loss, state, gradient "
+                    f"or update (at step {self.step + 1}); the run stops, and the last checkpoint "
                     f"(step {self._last_saved}) holds the last good weights. Try a lower --lr "
                     "or --grad-clip.")
             self.step += 1
@@ -578,8 +587,9 @@ class Trainer:
 
     def run(self) -> Summary:
         """Train until the budget is spent or SIGINT/SIGTERM; then release the directory."""
-        try:
-            return self._run()
+        try:              # non-finite numbers are found and handled, not warned about
+            with np.errstate(all="ignore"):
+                return self._run()
         finally:
             self.close()
 
@@ -656,7 +666,7 @@ class Trainer:
     def _evaluate(self, bar: _Progress, window: list[float]) -> float:
         t0 = time.perf_counter()
         val = evaluate(self.model, self.data.val)
-        best = self.best_val is None or val < self.best_val
+        best = math.isfinite(val) and (self.best_val is None or val < self.best_val)
         if best:
             self.best_val = val
         text = ""
@@ -669,6 +679,8 @@ class Trainer:
                   "train_seconds": round(self.train_seconds, 4),
                   "eval_seconds": round(time.perf_counter() - t0, 3),
                   "skipped_steps": self.skipped}
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in record.items()}       # JSON has no NaN: null
         # the record is durable before the checkpoint it belongs to, and travels inside it
         self.run_dir.append(record, sync=True)
         self.save(best=best, record=record)
