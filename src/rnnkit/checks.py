@@ -94,33 +94,24 @@ def interval(min_val: float | None, max_val: float | None, include_boundaries: s
 
 def int_arg(min_val: int | None = None, max_val: int | None = None) -> Callable[[str], int]:
     """An argparse ``type``: an integer in [min_val, max_val]. argparse names the flag."""
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        try:
-            return int(check_scalar(v, "value", int, min_val=min_val, max_val=max_val))
-        except ValueError:
-            want = describe(int, min_val, max_val).replace("int", "integer")
-            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}") from None
-
-    return parse
+    return _arg(int, "an integer", min_val, max_val, "both")
 
 
 def float_arg(min_val: float | None = None, max_val: float | None = None,
               include_boundaries: str = "both") -> Callable[[str], float]:
     """An argparse ``type``: a finite number in the given range. argparse names the flag."""
-    def parse(s: str) -> float:
+    return _arg(float, "a number", min_val, max_val, include_boundaries)
+
+
+def _arg(kind: type, noun: str, min_val: float | None, max_val: float | None,
+         include_boundaries: str) -> Callable[[str], Any]:
+    def parse(s: str) -> Any:
         try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        try:
-            return float(check_scalar(v, "value", float, min_val=min_val, max_val=max_val,
-                                      include_boundaries=include_boundaries))
-        except ValueError:
-            want = describe(float, min_val, max_val, include_boundaries)
+            return check_scalar(kind(s), "value", kind, min_val=min_val, max_val=max_val,
+                                include_boundaries=include_boundaries)
+        except (ValueError, TypeError):
+            want = describe(kind, min_val, max_val, include_boundaries)
+            want = noun if want in ("an int", "a number") else want.replace(" int", " integer")
             raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}") from None
 
     return parse

@@ -492,7 +492,22 @@ class StreamBatch:
         return self.index == 0
 
 
-class StreamBatches:
+class _Position:
+    """Where a batcher is: ``epoch`` and ``index`` (within the epoch) of the next batch."""
+
+    _epoch: int
+    _index: int
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+
+class StreamBatches(_Position):
     """char-rnn's stream mode (truncated BPTT): ``B`` contiguous streams, cut into windows of
     ``seq_len`` steps, served in order, epoch after epoch.
 
@@ -523,22 +538,11 @@ class StreamBatches:
         self._x = self.ids[: B * L].reshape(B, L)          # stream b: row b
         self._y = self.ids[1: B * L + 1].reshape(B, L)
         self.num_tokens_used = B * L
-        self._epoch = 0
-        self._index = 0
+        self._epoch = self._index = 0
         self._crc: int | None = None
 
     def __len__(self) -> int:
         return self.num_windows
-
-    @property
-    def epoch(self) -> int:
-        """The epoch of the next batch."""
-        return self._epoch
-
-    @property
-    def index(self) -> int:
-        """The window index (within its epoch) of the next batch."""
-        return self._index
 
     def window(self, i: int) -> tuple[Array, Array]:
         """Window ``i``'s ``(x, y)``, each ``(T, B)`` int64, without moving the position."""
@@ -619,7 +623,7 @@ class SentenceBatch:
         return int(self.lengths.sum())
 
 
-class SentenceBatches:
+class SentenceBatches(_Position):
     """The chapter's sentence mode: each line is a sequence ``<start> w1 .. wn <end>``; a batch
     pads B of them to the longest (time-major) and gives their lengths.
 
@@ -689,24 +693,13 @@ class SentenceBatches:
         self.line_lengths = np.array([a.size for a in lines], dtype=np.int64)
         n = len(lines)
         self.num_batches = n // B if self.drop_last else math.ceil(n / B)
-        self._epoch = 0
-        self._index = 0
+        self._epoch = self._index = 0
         self._plan: list[Array] | None = None       # this epoch's batches, drawn lazily
         self._epoch_rng_state: dict[str, Any] | None = None
         self._crc: int | None = None
 
     def __len__(self) -> int:
         return self.num_batches
-
-    @property
-    def epoch(self) -> int:
-        """The epoch of the next batch."""
-        return self._epoch
-
-    @property
-    def index(self) -> int:
-        """The batch index (within its epoch) of the next batch."""
-        return self._index
 
     def _draw_plan(self, rng: np.random.Generator | None) -> list[Array]:
         n, B = len(self.lines), self.batch_size

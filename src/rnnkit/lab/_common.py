@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..files import write_figure
 from ..recurrent import LAYERS
 
@@ -109,6 +110,15 @@ def add_remember_bias(rnn: Any, cell: str, value: float) -> None:
     for name, p in rnn.named_parameters():
         if name.startswith("bias_ih"):
             p[H: 2 * H] += value
+
+
+def add_seed_and_out(p: Any, name: str, seeded: str, files: str, func: Any, **kw: Any) -> None:
+    """The options every lab command shares: ``--seed`` (of ``seeded``) and ``--out`` (the
+    directory for ``files``, default ``lab-NAME``); then ``func`` runs the command."""
+    p.add_argument("--seed", type=checks.nonneg_int_arg, default=0, help=f"seed of {seeded}")
+    p.add_argument("--out", type=checks.out_dir_arg, default=f"lab-{name}",
+                   help=f"directory for {files} (created if missing)")
+    p.set_defaults(func=func, **kw)
 
 
 def write_plot(plot: Callable[[Path], None], out: Path, name: str) -> None:

@@ -51,6 +51,7 @@ from ._common import (
     CELL_NAMES,
     Curve,
     add_remember_bias,
+    add_seed_and_out,
     cell_parameters,
     check_cells,
     hidden_for_budget,
@@ -401,11 +402,8 @@ def add_commands(sub: Any) -> None:
                    help="no nouns before the subject (it is then always the first noun)")
     a.add_argument("--eval", type=checks.positive_int_arg, default=200, dest="eval_per_length",
                    help="held-out sentences per clause length")
-    a.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
-                   help="seed of weights and sentences")
-    a.add_argument("--out", type=checks.out_dir_arg, default="lab-agreement",
-                   help="directory for the plot, agreement.png (created if missing)")
-    a.set_defaults(func=cmd_lab_agreement)
+    add_seed_and_out(a, "agreement", "weights and sentences", "the plot, agreement.png",
+                     cmd_lab_agreement)
 
 
 def cmd_lab_agreement(args: Any) -> int:

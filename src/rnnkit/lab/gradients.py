@@ -18,7 +18,7 @@ import numpy as np
 from .. import checks
 from ..files import write_figure
 from ..recurrent import CELLS
-from ._common import add_remember_bias, write_plot
+from ._common import add_remember_bias, add_seed_and_out, write_plot
 
 Array = np.ndarray
 
@@ -115,11 +115,8 @@ def add_commands(sub: Any) -> None:
                    help="added to the LSTM forget / GRU update gate bias (remember by default)")
     g.add_argument("--scale", type=checks.float_arg(0, include_boundaries="neither"), default=4.0,
                    help="recurrent weight scale of the exploding experiment")
-    g.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
-                   help="seed of weights and inputs")
-    g.add_argument("--out", type=checks.out_dir_arg, default="lab-gradients",
-                   help="directory for the plot, gradients.png (created if missing)")
-    g.set_defaults(func=cmd_lab_gradients)
+    add_seed_and_out(g, "gradients", "weights and inputs", "the plot, gradients.png",
+                     cmd_lab_gradients)
 
 
 def cmd_lab_gradients(args: Any) -> int:

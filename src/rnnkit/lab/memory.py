@@ -38,6 +38,7 @@ from ._common import (
     CELL_NAMES,
     Curve,
     add_remember_bias,
+    add_seed_and_out,
     cell_parameters,
     check_cells,
     fmt,
@@ -310,11 +311,8 @@ def add_commands(sub: Any) -> None:
                        help="added to the LSTM forget / GRU update gate bias")
         p.add_argument("--eval-every", type=checks.positive_int_arg, default=100,
                        help="steps between held-out evaluations")
-        p.add_argument("--seed", type=checks.nonneg_int_arg, default=0,
-                       help="seed of weights and data")
-        p.add_argument("--out", type=checks.out_dir_arg, default=f"lab-{task}",
-                       help=f"directory for the plot, {task}.png (created if missing)")
-        p.set_defaults(func=cmd_lab_memory, task=task)
+        add_seed_and_out(p, task, "weights and data", f"the plot, {task}.png", cmd_lab_memory,
+                         task=task)
 
 
 def cmd_lab_memory(args: Any) -> int:

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import UsageError, nonneg_int_arg, out_dir_arg, positive_int_arg
+from ..checks import UsageError, nonneg_int_arg, positive_int_arg
 from ..files import write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
+from ._common import add_seed_and_out
 
 Array = np.ndarray
 
@@ -568,13 +569,10 @@ def add_commands(sub: Any) -> None:
     n.add_argument("--length", type=positive_int_arg, default=4000,
                    help="tokens to read (characters or words, the model's level)")
     n.add_argument("--top", type=positive_int_arg, default=3, help="units shown per feature")
-    n.add_argument("--out", type=out_dir_arg, default="lab-neurons",
-                   help="directory for neurons.html and neurons.png (created if missing)")
     n.add_argument("--png-tokens", type=positive_int_arg, default=200,
                    help="tokens shown in the heatmap")
-    n.add_argument("--seed", type=nonneg_int_arg, default=0,
-                   help="seed of the untrained control model")
-    n.set_defaults(func=cmd_lab_neurons)
+    add_seed_and_out(n, "neurons", "the untrained control model",
+                     "neurons.html and neurons.png", cmd_lab_neurons)
 
 
 def cmd_lab_neurons(args: Any) -> int:
