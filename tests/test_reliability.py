@@ -145,6 +145,28 @@ def _kill_when_checkpointed(proc: subprocess.Popen, path: Path) -> bool:
     return False
 
 
+def _last_step(log: Path) -> int:
+    try:
+        lines = log.read_bytes().split(b"\n")[:-1]
+        return int(json.loads(lines[-1])["step"]) if lines else 0
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def _kill_at_step(proc: subprocess.Popen, log: Path, step: int, then: float) -> bool:
+    """SIGKILL ``proc`` ``then`` seconds after its log reaches ``step``."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _last_step(log) >= step:
+            time.sleep(then)
+            if proc.poll() is None:
+                proc.kill()
+                return True
+            return False
+        time.sleep(0.0005)
+    return False
+
+
 def test_kill_at_random_instants_then_resume_gives_the_log_of_an_unbroken_run(tmp_path,
                                                                               corpus, run):
     """SIGKILLs at seeded random instants (process start, mid-step, mid-evaluation, mid-write)
@@ -153,36 +175,37 @@ def test_kill_at_random_instants_then_resume_gives_the_log_of_an_unbroken_run(tm
     evaluation, equals that of the unbroken run, in order, once, with no torn line; and the
     checkpoints equal the unbroken run's bit for bit."""
     out = tmp_path / "killed"
+    last, log = out / "last.safetensors", out / "metrics.jsonl"
     rng = random.Random(20261201)
-    plan: list[float | str] = ["checkpoint", rng.uniform(0.3, 1.5), "checkpoint",
-                               rng.uniform(0.3, 1.5), "checkpoint"]
+    plan = ["checkpoint", "step", "checkpoint", "start", "step", "checkpoint", "step"]
     kills = 0
-    for when in plan:
-        cmd = ["train", "--resume", "--out", str(out), "--no-progress"] \
-            if (out / "last.safetensors").exists() else \
+    for how in plan:
+        saved = checkpoint.read_meta(last)["step"] if last.exists() else 0
+        cmd = ["train", "--resume", "--out", str(out), "--no-progress"] if saved else \
             ["train", str(corpus), "--out", str(out), *KILL_FLAGS]
         proc = subprocess.Popen([*RNNKIT, *cmd], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-        if when == "checkpoint":
-            kills += _kill_when_checkpointed(proc, out / "last.safetensors")
-        else:
+        if how == "checkpoint":
+            kills += _kill_when_checkpointed(proc, last)
+        elif how == "step":                # mid-step, mid-evaluation or mid-write
+            kills += _kill_at_step(proc, log, saved + rng.randint(1, 7), rng.uniform(0, 0.01))
+        else:                              # while starting, reconciling the log, repairing
             try:
-                proc.wait(timeout=float(when))
+                proc.wait(timeout=rng.uniform(0.2, 0.6))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 kills += 1
         _, err = proc.communicate(timeout=60)
         assert b"Traceback" not in err, err.decode()
-        print("DBG", when, proc.returncode, _identity(out / "last.safetensors") and checkpoint.read_meta(out / "last.safetensors")["step"])
         if proc.returncode == 0:             # it finished before the kill came
             break
         assert proc.returncode == -signal.SIGKILL, err.decode()
         # whatever a kill left, a reader sees only whole records of steps in order, once
-        if (out / "metrics.jsonl").exists():
-            steps = [r["step"] for r in records(out, strict=False) if "loss" in r]
-            assert steps == list(range(1, len(steps) + 1))
-    assert kills >= 3, "the plan must interrupt the run at least three times"
-    if (out / "last.safetensors").exists():
+        steps = [r["step"] for r in records(out, strict=False) if "loss" in r] \
+            if log.exists() else []
+        assert steps == list(range(1, len(steps) + 1))
+    assert kills >= 5, "the plan must interrupt the run at least five times"
+    if last.exists():
         r = rnnkit("train", "--resume", "--out", out, "--no-progress")
     else:
         r = rnnkit("train", corpus, "--out", out, *KILL_FLAGS)

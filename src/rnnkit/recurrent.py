@@ -477,7 +477,18 @@ class RNN(RNNBase):
         return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
 
 
-class GRU(RNNBase):
+class _Gated(RNNBase):
+    """GRU and LSTM: the arguments of :class:`RNN` without ``nonlinearity``."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None, *,
+                 batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
+                         bidirectional, dtype, rng, batch_first=batch_first)
+
+
+class GRU(_Gated):
     """GRU, PyTorch's formulation (gate order r, z, n; ``b_hn`` inside the reset product)::
 
         r_t = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)
@@ -491,15 +502,8 @@ class GRU(RNNBase):
     mode = "GRU"
     math_class = GRUMath
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None, *,
-                 batch_first: bool = False) -> None:
-        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
-                         bidirectional, dtype, rng, batch_first=batch_first)
 
-
-class LSTM(RNNBase):
+class LSTM(_Gated):
     """LSTM, PyTorch's formulation (gate order i, f, g, o; two biases per gate block)::
 
         i_t = sigmoid(x_t W_ii^T + b_ii + h_{t-1} W_hi^T + b_hi)
@@ -514,13 +518,6 @@ class LSTM(RNNBase):
 
     mode = "LSTM"
     math_class = LSTMMath
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None, *,
-                 batch_first: bool = False) -> None:
-        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, dropout,
-                         bidirectional, dtype, rng, batch_first=batch_first)
 
 
 # ------------------------------------------------------------------------------------------------
