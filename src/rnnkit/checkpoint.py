@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
-from .files import FileError, write_atomic
+from .files import FileError, open_regular, write_atomic
 
 FORMAT = "rnnkit-checkpoint"
 VERSION = 1
@@ -277,17 +276,10 @@ def _check_utf8(path: Path, s: str, where: str) -> None:
 def _open(p: Path) -> Any:
     """``safe_open`` on a regular file, every failure a CheckpointError."""
     try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise CheckpointError(f"{p}: no such file; check the path (a training run writes "
-                              f"last{SUFFIX} and best{SUFFIX} in its output directory)") from None
-    except OSError as e:
-        raise CheckpointError(f"{p}: cannot read ({e.strerror})") from e
-    if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"{p}: is a directory; pass the checkpoint file inside it, "
-                              f"e.g. {p / ('last' + SUFFIX)}")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise CheckpointError(f"{p}: not a regular file; pass a .safetensors checkpoint file")
+        os.close(open_regular(p, "checkpoint"))
+    except FileError as e:
+        raise CheckpointError(f"{e} (a training run writes last{SUFFIX} and best{SUFFIX} in "
+                              "its output directory)") from None
     try:
         return safe_open(str(p), framework="numpy")
     except (SafetensorError, OSError, ValueError) as e:
@@ -298,8 +290,8 @@ def _open(p: Path) -> Any:
                 "arbitrary code)"
         elif head[:4] == b"PK\x03\x04":
             hint = "it looks like a zip file (a PyTorch .pt?), which rnnkit never unpickles"
-        elif st.st_size < 8:
-            hint = f"it is only {st.st_size} bytes long; the write never completed"
+        elif len(head) < 8:
+            hint = f"it is only {len(head)} bytes long; the write never completed"
         else:
             hint = f"the safetensors library cannot read it ({e}): cut short or damaged"
         raise CheckpointError(f"{p}: not an rnnkit checkpoint: {hint}. Use best{SUFFIX} or "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import secrets
 import stat
 import unicodedata
@@ -32,15 +33,7 @@ class FileError(ValueError):
     """A file cannot be read or written as asked; the message names it and the fix."""
 
 
-def temp_name(target: Path) -> Path:
-    """``.<name>.<random>.tmp`` beside ``target``: what ``write_atomic`` writes first."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-
-
-def is_temp_name(name: str) -> bool:
-    parts = name.split(".")
-    return (name.startswith(".") and len(parts) >= 4 and parts[-1] == "tmp"
-            and len(parts[-2]) == 16 and all(c in "0123456789abcdef" for c in parts[-2]))
+_TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")      # .<name>.<random>.tmp: write_atomic's
 
 
 def write_atomic(path: Path_, data: bytes) -> None:
@@ -51,7 +44,7 @@ def write_atomic(path: Path_, data: bytes) -> None:
     left) if the directory is missing or not writable or the disk is full.
     """
     target = Path(path)
-    tmp = temp_name(target)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o666)
     except OSError as e:
@@ -103,7 +96,7 @@ def remove_temp_files(directory: Path_) -> list[Path]:
     removed = []
     with contextlib.suppress(OSError):
         for p in sorted(d.iterdir()):
-            if is_temp_name(p.name) and not p.is_dir():
+            if _TEMP.fullmatch(p.name) and not p.is_dir():
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
                     removed.append(p)
@@ -156,33 +149,29 @@ def _link_or(p: Path, e: OSError, what: str) -> str:
     return f"{p}: {what} ({e.strerror})"
 
 
-def read_bytes(path: Path_, what: str = "file") -> bytes:
-    """The bytes of a regular file. Anything else (FIFO, device, directory, missing) is a
-    FileError naming ``what`` before a single byte is read."""
+def open_regular(path: Path_, what: str = "file") -> int:
+    """A read descriptor on ``path`` if it is a regular file; anything else (missing, a
+    directory, a FIFO, a device) is a FileError naming ``what`` before a byte is read."""
     p = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC)
     except FileNotFoundError:
         raise FileError(f"{p}: no such file; check the path of the {what}") from None
-    except IsADirectoryError:
-        raise FileError(f"{p}: is a directory; give a {what} inside it") from None
     except OSError as e:
         raise FileError(f"{p}: cannot read the {what} ({e.strerror})") from e
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise FileError(f"{p}: is a directory; give a {what} inside it")
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO (pipe)" if stat.S_ISFIFO(mode) else \
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
-            raise FileError(f"{p}: is {kind}; the {what} must be a regular file. Save the "
-                            "text to a file first")
-        os.set_blocking(fd, True)
-    except BaseException:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise
-    with open(fd, "rb") as f:
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO (pipe)" if stat.S_ISFIFO(
+            mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special"
+        raise FileError(f"{p}: is {kind}, not a regular file; give the path of a {what}")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bytes(path: Path_, what: str = "file") -> bytes:
+    """The bytes of a regular file (``open_regular``)."""
+    with open(open_regular(path, what), "rb") as f:
         return f.read()
 
 
