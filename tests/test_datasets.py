@@ -42,7 +42,7 @@ def test_digits_split_is_fixed_by_the_seed():
     assert not np.array_equal(a.y_test, c.y_test)
     with pytest.raises(ValueError, match="mode must be 'rows'"):
         datasets.load_digits_sequences("columns")
-    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"test_fraction must be a number in \(0, 1\); got 1.5"):
         datasets.load_digits_sequences(test_fraction=1.5)
 
 

@@ -425,7 +425,7 @@ def test_constructor_layers_and_dropout(cls):
             cls(D, H, dropout=p)
     with raises(TypeError, "dropout must be a number", "got str"):
         cls(D, H, dropout="0.5")
-    with raises(TypeError, "bidirectional must be True or False", "got 'yes'"):
+    with raises(TypeError, "bidirectional must be True or False", "got str 'yes'"):
         cls(D, H, bidirectional="yes")
 
 

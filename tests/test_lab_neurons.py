@@ -339,7 +339,7 @@ def test_cli_chinese(runs, tmp_path, capsys):
     (["{missing}"], "no such run directory"),
     (["{run}", "--text", "{bad}"], "never saw: '#' '~'"),
     (["{run}", "--text", "{nofile}"], "no such file"),
-    (["{run}", "--start", "100000", "--text", "{good}"], "start must be in"),
+    (["{run}", "--start", "100000", "--text", "{good}"], "start (in this text of"),
     (["{run}", "--seed", "-1"], "expected an integer >= 0"),
 ])
 def test_cli_errors_write_nothing(runs, tmp_path, capsys, args, message):

@@ -116,7 +116,7 @@ def test_fifo_as_the_file_to_score(run, fifo):
 def test_dev_zero_as_training_corpus(tmp_path):
     r = rnnkit("train", "/dev/zero", "--out", tmp_path / "out", "--max-steps", "2", *SMALL,
                timeout=20)
-    assert_one_error_line(r, "/dev/zero")
+    assert_one_error_line(r, "/dev/zero", "device")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,9 +236,13 @@ def test_torn_log_of_a_run_killed_before_its_first_checkpoint(tmp_path, corpus):
         b'{"step": 1, "loss": 3.52, "train_seconds": 0.01, "lr": 0.002}\n'
         b'{"step": 2, "loss": 3.51, "train_seconds": 0.02, "lr": 0.002}\n'
         b'{"step": 3, "loss": 3.5')
+    (out / ".lock").write_bytes(b"999999999\n")            # the dead process's lock file
+    stale = out / ".last.safetensors.0123456789abcdef.tmp"  # and its half-written checkpoint
+    stale.write_bytes(b"\x00" * 100)
     r = rnnkit("train", corpus, "--out", out, *SMALL, "--eval-interval", "5",
                "--max-steps", "6")
     assert_clean(r)
+    assert not stale.exists()
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     recs = records(out)
     assert [x["step"] for x in recs if "loss" in x] == list(range(1, 7))
@@ -354,7 +358,7 @@ def test_enormous_learning_rate(tmp_path, corpus):
                "--max-steps", "6", "--eval-interval", "3", text=True)
     assert "Warning" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     if r.returncode == 0:
-        assert re.search(r"\d+ steps skipped", r.stdout), r.stdout
+        assert re.search(r"^done: .*\d+ steps skipped", r.stdout, re.M), r.stdout
     else:
         assert_one_error_line(r, "non-finite")
     if (out / "last.safetensors").exists():

@@ -554,7 +554,7 @@ def test_sentence_state_checks():
     state = sb.state_dict()
     with pytest.raises(ValueError, match="rng"):
         sb.load_state_dict(state | {"rng": {"bit_generator": "MT19937"}})
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(ValueError, match=r"state\['epoch'\] must be an int >= 0; got -1"):
         sb.load_state_dict(state | {"epoch": -1})
 
 

@@ -41,14 +41,6 @@ def _require(module: str, package: str, what: str) -> Any:
                           f"{package}).") from e
 
 
-def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number in (0, 1); got {type(value).__name__}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), e.g. 0.2; got {value}")
-    return float(value)
-
-
 def stratified_split(labels: Array, test_fraction: float, rng: np.random.Generator
                      ) -> tuple[Array, Array]:
     """Indices (train, test), each sorted: ``round(test_fraction * n_c)`` of every class c (at
@@ -101,7 +93,8 @@ def load_digits_sequences(mode: str = "rows", *, test_fraction: float = 0.2, see
     if mode not in ("rows", "pixels"):
         raise ValueError(f"mode must be 'rows' (T=8, D=8) or 'pixels' (T=64, D=1); got "
                          f"{mode!r}")
-    test_fraction = _fraction("test_fraction", test_fraction)
+    test_fraction = check.check_scalar(test_fraction, "test_fraction", float, min_val=0,
+                                       max_val=1, include_boundaries="neither")
     datasets = _require("sklearn.datasets", "scikit-learn", "load_digits_sequences")
     bunch = datasets.load_digits()
     images = np.asarray(bunch.data, dtype=np.float64)                  # (N, 64)
@@ -232,7 +225,8 @@ def load_surnames(languages: Sequence[str] | None = None, *, test_fraction: floa
 
     Needs faker, whose per-locale surname lists are the data.
     """
-    test_fraction = _fraction("test_fraction", test_fraction)
+    test_fraction = check.check_scalar(test_fraction, "test_fraction", float, min_val=0,
+                                       max_val=1, include_boundaries="neither")
     if max_per_language is not None:
         max_per_language = check.positive_int("max_per_language", max_per_language)
     by_lang = surnames_by_language(languages)

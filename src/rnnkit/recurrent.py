@@ -84,13 +84,9 @@ class RNNBase(Module):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.num_layers = check.positive_int("num_layers", num_layers)
-        for flag, v in (("bias", bias), ("bidirectional", bidirectional),
-                        ("batch_first", batch_first)):
-            if not isinstance(v, (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False; got {v!r}")
-        self.bias = bool(bias)
-        self.bidirectional = bool(bidirectional)
-        self.batch_first = bool(batch_first)
+        self.bias: bool = check.check_scalar(bias, "bias", bool)
+        self.bidirectional: bool = check.check_scalar(bidirectional, "bidirectional", bool)
+        self.batch_first: bool = check.check_scalar(batch_first, "batch_first", bool)
         self.dropout = check.probability("dropout", dropout)
         self.rng = check_rng(rng)
         self.math: CellMath = self._make_math(nonlinearity)
@@ -540,9 +536,7 @@ class _CellBase(Module):
         super().__init__(dtype)
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False; got {bias!r}")
-        self.bias = bool(bias)
+        self.bias: bool = check.check_scalar(bias, "bias", bool)
         self.rng = check_rng(rng)
         G, H = self.math.gates, self.hidden_size
         bound = 1.0 / np.sqrt(H)

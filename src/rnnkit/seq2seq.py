@@ -173,19 +173,15 @@ class Seq2SeqConfig:
     def __post_init__(self) -> None:
         check.positive_int("src_vocab_size", self.src_vocab_size)
         check.positive_int("tgt_vocab_size", self.tgt_vocab_size)
-        for name in ("start_id", "end_id"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or \
-                    not 0 <= v < self.tgt_vocab_size:
-                raise ValueError(f"{name} must be a target token id in [0, "
-                                 f"{self.tgt_vocab_size}); got {v!r}")
+        for name in ("start_id", "end_id"):     # target token ids
+            check.check_scalar(getattr(self, name), name, int, min_val=0,
+                               max_val=self.tgt_vocab_size, include_boundaries="left")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm'; got {self.cell!r}")
         check.positive_int("embedding_dim", self.embedding_dim)
         check.positive_int("hidden_size", self.hidden_size)
         check.positive_int("attention_size", self.attention_size)
-        if not isinstance(self.bidirectional, bool):
-            raise TypeError(f"bidirectional must be True or False; got {self.bidirectional!r}")
+        check.check_scalar(self.bidirectional, "bidirectional", bool)
         check_dtype(self.dtype)
 
 

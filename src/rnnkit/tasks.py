@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import checks as check
 from .functional import valid_mask
 from .module import check_rng
 
@@ -80,11 +81,8 @@ def _read(n: int, at_start: bool) -> str:
 
 def to_chinese(n: int) -> str:
     """The Chinese numeral of ``0 <= n < 10**16`` in the convention of the module docstring."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be an int; got {type(n).__name__} {n!r}")
-    n = int(n)
-    if not 0 <= n <= MAX_NUMBER:
-        raise ValueError(f"n must lie in [0, 10**16); got {n}")
+    n = check.check_scalar(n, "n", int, min_val=0, max_val=MAX_NUMBER + 1,
+                           include_boundaries="left")
     return DIGITS[0] if n == 0 else _read(n, at_start=True)
 
 
@@ -146,9 +144,8 @@ def sample_numbers(rng: np.random.Generator, count: int, min_digits: int, max_di
     leading digit is 1-9, every other digit is 0 with probability ``zero_prob`` and else 1-9
     (``zero_prob=0.1`` is the uniform distribution over numbers of that many digits; more
     makes the zero rules, which uniform numbers rarely exercise, common)."""
-    if not 1 <= min_digits <= max_digits <= 16:
-        raise ValueError(f"need 1 <= min_digits <= max_digits <= 16; got {min_digits}, "
-                         f"{max_digits}")
+    check.check_scalar(min_digits, "min_digits", int, min_val=1, max_val=16)
+    check.check_scalar(max_digits, "max_digits", int, min_val=min_digits, max_val=16)
     n_digits = rng.integers(min_digits, max_digits + 1, size=count)
     out = []
     for nd in n_digits.tolist():
@@ -239,8 +236,7 @@ class NumeralsTask:
 
     def __init__(self, max_train_digits: int = 6, test_digits: Sequence[int] = (7, 8),
                  n_test: int = 1000, zero_prob: float = 0.3, rng: Any = 0) -> None:
-        if not 1 <= max_train_digits <= 15:
-            raise ValueError(f"max_train_digits must be in [1, 15]; got {max_train_digits}")
+        check.check_scalar(max_train_digits, "max_train_digits", int, min_val=1, max_val=15)
         bad = [d for d in test_digits if not max_train_digits < d <= 16]
         if bad:
             raise ValueError(f"test_digits must be longer than max_train_digits="

@@ -184,8 +184,18 @@ def tokenize_lines(text: str, level: str) -> list[list[str]]:
     _check_level(level)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str; got {type(text).__name__}")
-    lines = (line.strip() for line in text.split("\n"))
-    return [toks for line in lines if line and (toks := tokenize(line, level))]
+    return [toks for line in iter_lines(text) if (toks := tokenize(line, level))]
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """The stripped, non-empty lines of ``text``, one at a time (no list of all lines)."""
+    start, n = 0, len(text)
+    while start <= n:
+        end = text.find("\n", start)
+        end = n if end < 0 else end
+        if line := text[start:end].strip():
+            yield line
+        start = end + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +321,8 @@ class Vocab:
     def encode_text(self, text: str, chunk: int = 1 << 20) -> Array:
         """A whole text -> ids in the smallest unsigned dtype that holds ``len(self)``, with
         no list of tokens and no int64 copy of the text in memory (a corpus of N characters
-        takes about N to 4 N bytes here). Same ids as ``encode(tokenize(text, level))``."""
+        takes about N to 4 N bytes here), read-only so batchers keep it without a copy. Same
+        ids as ``encode(tokenize(text, level))``."""
         dtype = np.min_scalar_type(max(len(self) - 1, 0))
         if self.level == "word":
             stoi, unk = self.stoi, -1 if self.unk_id is None else self.unk_id
@@ -319,10 +330,13 @@ class Vocab:
                               dtype=np.int64 if unk < 0 else dtype)
             if unk < 0 and (ids < 0).any():
                 self.encode(WORD.findall(text))               # raises, naming the tokens
-            return ids.astype(dtype, copy=False)
+            ids = ids.astype(dtype, copy=False)
+            ids.flags.writeable = False
+            return ids
         out = np.empty(len(text), dtype)
         for start in range(0, len(text), chunk):
             out[start:start + chunk] = self.encode(text[start:start + chunk])
+        out.flags.writeable = False
         return out
 
     def _unknown(self, ids: Array, bad: Array, unknown: list[str]) -> Array:
@@ -449,6 +463,8 @@ def _id_array(name: str, ids: Any) -> Array:
         raise ValueError(f"{name} must be 1-D (N,); got shape {arr.shape}")
     if arr.size and arr.min() < 0:
         raise ValueError(f"{name} must hold non-negative token ids; got {int(arr.min())}")
+    if not arr.flags.writeable and arr.dtype.kind in "iu":
+        return arr                            # read-only: nobody changes it through us
     # our own copy (the caller may change theirs), in the caller's integer dtype
     out = np.array(arr, dtype=arr.dtype if arr.size else np.int64)
     out.flags.writeable = False
@@ -467,10 +483,11 @@ def _check_state(state: Any, expected: dict[str, Any], n_batches: int) -> tuple[
     if differ:
         raise ValueError("the state is from a different batcher or different data ("
                          + "; ".join(differ) + "); resume with the same data and settings")
-    epoch, index = state["epoch"], state["index"]
-    for k, v in (("epoch", epoch), ("index", index)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"state[{k!r}] must be a non-negative int; got {v!r}")
+    try:                        # a saved state is data: a wrong kind is a ValueError too
+        epoch, index = (check.check_scalar(state[k], f"state[{k!r}]", int, min_val=0)
+                        for k in ("epoch", "index"))
+    except TypeError as e:
+        raise ValueError(str(e)) from None
     if index >= n_batches:
         raise ValueError(f"state['index'] must be < {n_batches} (batches per epoch); got {index}")
     return epoch, index
@@ -546,8 +563,7 @@ class StreamBatches(_Position):
 
     def window(self, i: int) -> tuple[Array, Array]:
         """Window ``i``'s ``(x, y)``, each ``(T, B)`` int64, without moving the position."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"window index must be an int; got {type(i).__name__}")
+        i = check.check_scalar(i, "window index", int)
         if not 0 <= i < self.num_windows:
             raise IndexError(f"window index must be in [0, {self.num_windows}); got {i}")
         T = self.seq_len
@@ -651,20 +667,18 @@ class SentenceBatches(_Position):
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}. "
                             f"Use rng=np.random.default_rng(seed).")
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle must be a bool; got {type(shuffle).__name__}")
-        if rng is None and shuffle:
+        self.shuffle = check.check_scalar(shuffle, "shuffle", bool)
+        if rng is None and self.shuffle:
             raise ValueError("shuffle=True needs an rng; pass rng=np.random.default_rng(seed) "
                              "or shuffle=False")
         self.rng = rng
-        self.shuffle = shuffle
         self.start_id = check.check_scalar(start_id, "start_id", int, min_val=0)
         self.end_id = check.check_scalar(end_id, "end_id", int, min_val=0)
         self.pad_id = check.check_scalar(pad_id, "pad_id", int, min_val=0)
         if self.start_id == self.end_id:
             raise ValueError(f"start_id and end_id must differ; both are {self.start_id}")
         self.bucket = check.check_scalar(bucket, "bucket", int, min_val=0)
-        self.max_len = None if max_len is None else check.positive_int("max_len", max_len)
+        self.max_len = check.check_scalar(max_len, "max_len", int, min_val=1, allow_none=True)
         self.drop_last = bool(drop_last)
         if isinstance(lines_ids, (str, np.ndarray)) or not isinstance(lines_ids, Sequence):
             raise TypeError(f"lines_ids must be a list with one 1-D id array per line; got "
@@ -755,7 +769,7 @@ class SentenceBatches(_Position):
         if self._crc is None:
             crc = zlib.crc32(self.line_lengths.data)
             for line in self.lines:
-                crc = zlib.crc32(np.ascontiguousarray(line).data, crc)
+                crc = zlib.crc32(line.astype("<i8").data, crc)  # as int64, any dtype
             self._crc = crc
         return self._crc
 

@@ -49,6 +49,7 @@ from .text import (
     StreamBatches,
     Vocab,
     build_vocab,
+    iter_lines,
     specials_for,
     split_ids,
     tokenize,
@@ -185,11 +186,10 @@ def prepare_data(cfg: TrainConfig, vocab: Vocab | None = None) -> Data:
                                                                cfg.seq_len)
         val: StreamBatches | SentenceBatches = StreamBatches(val_ids, val_b, cfg.seq_len)
     else:
-        lines = tokenize_lines(text, cfg.level)
-        if vocab is None:
-            vocab = build_vocab((t for line in lines for t in line), specials=specials,
-                                min_count=cfg.min_count, level=cfg.level)
-        line_ids = [vocab.encode(line) for line in lines]
+        if vocab is None:           # counted line by line: no list of every token
+            vocab = build_vocab((t for line in iter_lines(text) for t in tokenize(line, cfg.level)),
+                                specials=specials, min_count=cfg.min_count, level=cfg.level)
+        line_ids = [ids for line in iter_lines(text) if (ids := vocab.encode_text(line)).size]
         train_lines, val_lines = split_ids(line_ids, cfg.val_fraction)
         if not train_lines or not val_lines:
             raise ValueError(f"sentence mode needs lines for both training and validation; the "

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import UsageError, nonneg_int_arg, positive_int_arg
+from ..checks import UsageError, check_scalar, nonneg_int_arg, positive_int, positive_int_arg
 from ..files import write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
@@ -66,9 +66,8 @@ def encode_text(vocab: Vocab, text: str, start: int = 0, length: int | None = No
     if not isinstance(vocab, Vocab):
         raise TypeError(f"vocab must be a Vocab; got {type(vocab).__name__}")
     toks = tokenize(text, vocab.level)
-    if start < 0 or start >= len(toks):
-        raise ValueError(f"start must be in [0, {len(toks)}) for this text of {len(toks)} "
-                         f"tokens; got {start}")
+    start = check_scalar(start, f"start (in this text of {len(toks)} tokens)", int, min_val=0,
+                         max_val=len(toks), include_boundaries="left")
     toks = toks[start:] if length is None else toks[start: start + length]
     sentence = vocab.start_id is not None and "\n" not in vocab.stoi
     is_nl = np.array([t == "\n" for t in toks], dtype=bool)
@@ -157,8 +156,7 @@ def record_activations(model: LanguageModel, enc: EncodedText, chunk: int = 1024
     rnn = model.rnn
     if rnn.num_directions != 1:
         raise ValueError("a language model reads left to right; this one is bidirectional")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int; got {chunk!r}")
+    chunk = positive_int("chunk", chunk)
     L, H, T = rnn.num_layers, rnn.hidden_size, len(enc.ids)
     kinds = ("h", "c") if rnn.math.has_cell else ("h",)
     out = np.empty((T, L, len(kinds), H), np.float32)
@@ -351,8 +349,7 @@ class FeatureUnits:
 def top_units(acts: Activations, features: list[Feature], k: int = 3,
               control: Activations | None = None) -> list[FeatureUnits]:
     """For each feature, the ``k`` units with the largest |correlation| (r signed)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int; got {k!r}")
+    k = positive_int("k", k)
     z = _standardize(acts.values)
     zc = None if control is None else _standardize(control.values)
     found = []
