@@ -19,11 +19,12 @@ in a row stop the run. Ctrl-C (SIGINT) and SIGTERM finish the current step, save
 from __future__ import annotations
 
 import math
+import re
 import signal
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -53,7 +54,6 @@ from .text import (
     specials_for,
     split_ids,
     tokenize,
-    tokenize_lines,
 )
 
 Array = np.ndarray
@@ -216,25 +216,13 @@ def validation_start(text: str, level: str, mode: str, val_fraction: float) -> i
 
     ``tokenize(text[offset:], level)`` is then the validation tokens (from that line on).
     """
-    if mode == "sentence":
-        n = len(tokenize_lines(text, level))
-        _, val = split_ids(list(range(n)), val_fraction)
-        first, k, offset = val[0], 0, 0
-        for raw in text.split("\n"):
-            line = raw.strip()
-            if line and tokenize(line, level):
-                if k == first:
-                    return offset + len(raw) - len(raw.lstrip())
-                k += 1
-            offset += len(raw) + 1
-        raise AssertionError("unreachable: the first validation line was not found")
-    n_tokens = len(tokenize(text, level))
-    _, val_idx = split_ids(np.arange(n_tokens), val_fraction)
-    first = int(val_idx[0])
-    if level == "char":
-        start = first
-    else:
-        start = next(m.start() for i, m in enumerate(WORD.finditer(text)) if i == first)
+    if mode == "sentence":      # each non-empty line's first non-blank character
+        starts = [m.start() + len(m[0]) - len(m[0].lstrip()) for m in re.finditer(r"[^\n]+", text)
+                  if m[0].strip()]
+        return int(split_ids(starts, val_fraction)[1][0])
+    at: Sequence[int] = range(len(text)) if level == "char" else \
+        [m.start() for m in WORD.finditer(text)]
+    start = at[int(split_ids(np.arange(len(at)), val_fraction)[1][0])]
     if start > 0 and text[start - 1] != "\n":
         nl = text.find("\n", start)
         if 0 <= nl < len(text) - 1:
