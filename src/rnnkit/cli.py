@@ -7,7 +7,8 @@
     rnnkit info DIR                 what a checkpoint holds
     rnnkit check                    gradient-check every layer and cell in float64
     rnnkit lab EXPERIMENT           why GRU and LSTM exist: gradients, adding, copy, agreement,
-                                    neurons (rnnkit.lab; each prints a table, writes a PNG)
+                                    neurons (rnnkit.lab; each prints a table and writes its
+                                    figures into --out DIR)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from .checks import UsageError, float_arg, nonneg_int_arg, positive_int_arg
 from .files import printable
+from .rundir import load_language_model
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,12 +146,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def _load(run: str) -> Any:
-    from .rundir import load_language_model
-
-    return load_language_model(run)
-
-
 def _prime_ids(vocab: Any, text: str) -> list[int]:
     from .text import tokenize
 
@@ -172,7 +168,7 @@ def _prime_ids(vocab: Any, text: str) -> list[int]:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import beam_search, check_sampling, sample
 
-    model, vocab, _ = _load(args.run)
+    model, vocab, _ = load_language_model(args.run)
     check_sampling(args.temperature, args.top_k, args.top_p)
     prime = _prime_ids(vocab, args.prime)
     rng = np.random.default_rng(args.seed)
@@ -195,7 +191,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .generate import score
     from .text import read_text, tokenize
 
-    model, vocab, _ = _load(args.run)
+    model, vocab, _ = load_language_model(args.run)
     text = read_text(args.file)
     toks = tokenize(text, vocab.level)
     ids = [int(i) for i in vocab.encode(toks)]

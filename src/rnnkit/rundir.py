@@ -42,7 +42,7 @@ class RunDirError(ValueError):
 
 
 class RunDir:
-    """One run's directory. ``with RunDir(out).locked():`` holds it for a training process."""
+    """One run's directory; ``acquire()`` (or ``with RunDir(out):``) holds it for a trainer."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -83,6 +83,11 @@ class RunDir:
         f.flush()
         self._lock = f
         files.remove_temp_files(self.path)
+        for q in (self.last, self.best, self.metrics, self.plot_path):
+            if q.exists() and not q.is_file() and not q.is_symlink():
+                self.release()
+                raise RunDirError(f"{q}: is not a regular file, so the run cannot write it; "
+                                  "remove it or choose another --out")
 
     def release(self) -> None:
         if self._lock is not None:
