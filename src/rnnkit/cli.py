@@ -363,21 +363,23 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:     # the reader went away (| head): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except MemoryError as e:
+    except Exception as e:
         if os.environ.get("RNNKIT_DEBUG"):
             raise
-        print(f"error: out of memory ({e or 'an array too large'}): the sizes asked for do not "
-              "fit in this machine's memory; use smaller sizes (hidden size, budget, batch, "
-              "length)", file=sys.stderr)
-        return 2
-    except (UsageError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
-        if os.environ.get("RNNKIT_DEBUG"):
-            raise
-        msg = str(e) if not isinstance(e, OSError) or not e.filename else \
-            f"{e.filename}: {e.strerror}"
+        if isinstance(e, MemoryError):
+            msg = (f"out of memory ({e or 'an array too large'}): the sizes asked for do not fit "
+                   "in this machine's memory; use smaller sizes (hidden size, budget, batch, "
+                   "length)")
+        elif isinstance(e, OSError) and e.filename:
+            msg = f"{e.filename}: {e.strerror}"
+        elif isinstance(e, (UsageError, CheckpointError, TrainingError, ValueError, TypeError,
+                            OSError)):
+            msg = str(e)
+        else:                   # a bug: still one line; RNNKIT_DEBUG=1 shows the traceback
+            msg = f"internal error ({type(e).__name__}: {e}); set RNNKIT_DEBUG=1 for the " \
+                "traceback and please report it"
         print(f"error: {printable(msg, keep='')}", file=sys.stderr)
         return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())
