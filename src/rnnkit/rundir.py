@@ -158,7 +158,7 @@ class RunDir:
         """On resume from a checkpoint at ``step``: keep the records up to ``step``, restore
         that checkpoint's evaluation ``record`` if the log lost it, cut everything after
         (records of steps the resumed run does again, a torn line). Atomic."""
-        keep = [r for r in self.records() if _step(r) <= step]
+        keep = [r for r in self.records() if r["step"] <= step]
         if record is not None and record not in keep:
             keep.append(_parse(_dumps(record).encode()) or record)
         data = "".join(_dumps(r) + "\n" for r in keep).encode()
@@ -206,11 +206,6 @@ def _is_best(meta: dict[str, Any]) -> bool:
 
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _step(r: dict[str, Any]) -> float:
-    s = r.get("step")
-    return float(s) if isinstance(s, (int, float)) and _num(s) else math.inf
 
 
 def _dumps(record: dict[str, Any]) -> str:
