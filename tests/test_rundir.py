@@ -381,3 +381,18 @@ def test_a_best_ahead_of_a_non_best_last_is_kept(tmp_path, corpus):
     assert load_language_model(out)[2]["step"] == 10
     Trainer(None, out, resume=True, overrides={"max_steps": 15}, **_quiet()).close()
     assert (out / "best.safetensors").read_bytes() == best_bytes
+
+
+@pytest.mark.parametrize("change", [{"num_layers": 10**8}, {"hidden_size": 4000},
+                                    {"one_hot": True}, {"cell": "gru"}])
+def test_a_config_that_does_not_fit_the_tensors_is_refused_before_building(tmp_path, corpus,
+                                                                         change):
+    Trainer(_cfg(corpus), tmp_path / "r", **_quiet()).run()
+    tensors, meta = checkpoint.load(tmp_path / "r" / "last.safetensors")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "rnnkit_version")}
+    meta["model"] = {**meta["model"], **change}
+    checkpoint.save(tmp_path / "evil.safetensors", tensors, meta)
+    t0 = time.perf_counter()
+    with pytest.raises(checkpoint.CheckpointError, match="not a usable rnnkit checkpoint"):
+        load_language_model(tmp_path / "evil.safetensors")
+    assert time.perf_counter() - t0 < 5        # nothing sized by the claimed config was made

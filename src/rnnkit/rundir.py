@@ -234,6 +234,11 @@ def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple
     cfg = LMConfig.from_json(meta.get("model"))
     if cfg.vocab_size != len(vocab):
         raise ValueError(f"model vocab_size {cfg.vocab_size} != vocabulary size {len(vocab)}")
+    held, count = sum(n.startswith("model.") for n in specs), 4 * cfg.num_layers + 2 + (
+        not cfg.one_hot)                       # compared before any list of names is built
+    if held != count:
+        raise ValueError(f"its config describes a model of {count} tensors; the file holds "
+                         f"{held}")
     code = "F32" if cfg.dtype == "float32" else "F64"
     want = {f"model.{k}": (code, v) for k, v in parameter_shapes(cfg).items()}
     for name in sorted(want.keys() | {n for n in specs if n.startswith("model.")}):
