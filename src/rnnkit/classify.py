@@ -40,7 +40,6 @@ POOLINGS = ("last", "mean", "max")
 
 # ------------------------------------------------------------------------------------------------
 # pooling over the valid steps: each forward beside its backward
-# ------------------------------------------------------------------------------------------------
 
 
 def top_layer_state(hn: State, num_directions: int) -> Array:
@@ -51,8 +50,7 @@ def top_layer_state(hn: State, num_directions: int) -> Array:
     reverse direction's is its state after reading t = 0, as in PyTorch.
     """
     h = hn[0] if isinstance(hn, tuple) else hn
-    K = num_directions
-    return np.concatenate(list(h[h.shape[0] - K:]), axis=1)
+    return np.concatenate(list(h[h.shape[0] - num_directions:]), axis=1)
 
 
 def top_layer_state_backward(dpooled: Array, num_layers: int, num_directions: int,
@@ -60,11 +58,9 @@ def top_layer_state_backward(dpooled: Array, num_layers: int, num_directions: in
     """dL/dh_n from dL/dpooled: the top layer's rows get their slices, the rest zeros."""
     K = num_directions
     B, KH = dpooled.shape
-    H = KH // K
-    dh = np.zeros((num_layers * K, B, H), dpooled.dtype)
-    for d in range(K):
-        # pooled[:, d*H:(d+1)*H] = h_n[L*K - K + d]
-        dh[num_layers * K - K + d] = dpooled[:, d * H:(d + 1) * H]
+    dh = np.zeros((num_layers * K, B, KH // K), dpooled.dtype)
+    # pooled[:, d*H:(d+1)*H] = h_n[L*K - K + d]
+    dh[-K:] = dpooled.reshape(B, K, KH // K).transpose(1, 0, 2)
     return (dh, np.zeros_like(dh)) if has_cell else dh
 
 
@@ -105,7 +101,6 @@ def max_pool_backward(dpooled: Array, T: int, arg: Array) -> Array:
 
 # ------------------------------------------------------------------------------------------------
 # the shared front end: embedding or dense features, then a stacked recurrent layer
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -137,14 +132,13 @@ class _SequenceModel(Module):
                                                                               vocab_size)
         if self.vocab_size is not None:
             self.embedding = Embedding(self.vocab_size, embedding_dim, self.dtype, self.rng)
-            d_in = self.embedding.embedding_dim
+            self.input_size = self.embedding.embedding_dim
         else:
-            d_in = check.positive_int("input_size", input_size)
-        self.input_size = d_in
+            self.input_size = check.positive_int("input_size", input_size)
         kw: dict[str, Any] = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.rnn: RNNBase = LAYERS[cell](d_in, hidden_size, num_layers, dropout=self.dropout,
-                                         bidirectional=bidirectional, dtype=self.dtype,
-                                         rng=self.rng, **kw)
+        self.rnn: RNNBase = LAYERS[cell](self.input_size, hidden_size, num_layers,
+                                         dropout=self.dropout, bidirectional=bidirectional,
+                                         dtype=self.dtype, rng=self.rng, **kw)
         self.fc = Linear(self.rnn.num_directions * self.rnn.hidden_size, self.num_classes,
                          dtype=self.dtype, rng=self.rng)
 
@@ -244,7 +238,6 @@ class _SequenceModel(Module):
 
 # ------------------------------------------------------------------------------------------------
 # many-to-one
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -386,7 +379,6 @@ class SequenceClassifier(_SequenceModel):
 
 # ------------------------------------------------------------------------------------------------
 # many-to-many, aligned
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass

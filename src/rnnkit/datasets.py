@@ -58,7 +58,6 @@ def stratified_split(labels: Array, test_fraction: float, rng: np.random.Generat
 
 # ------------------------------------------------------------------------------------------------
 # digits, read row by row or pixel by pixel
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,6 @@ def load_digits_sequences(mode: str = "rows", *, test_fraction: float = 0.2, see
 
 # ------------------------------------------------------------------------------------------------
 # surnames by language, from the per-locale lists of the PyPI package faker
-# ------------------------------------------------------------------------------------------------
 
 # language -> (faker locale, attribute of faker.providers.person.<locale>.Provider), ...
 SURNAME_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -283,7 +281,6 @@ def ngram_baseline(train_names: Sequence[str], y_train: Array, test_names: Seque
 
 # ------------------------------------------------------------------------------------------------
 # a generated tagging task whose labels need context from both sides
-# ------------------------------------------------------------------------------------------------
 
 
 def repeat_tags(seq: Array) -> Array:

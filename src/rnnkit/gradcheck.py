@@ -119,24 +119,18 @@ def gradcheck(module: Any, x: Array, hx: Any = None, lengths: Any = None, *,
     x = np.array(x, dtype=np.float64, copy=True)
     states = [np.array(s, dtype=np.float64, copy=True) for s in _as_tuple(hx)] \
         if hx is not None else None
+    h0 = None if states is None else tuple(states) if len(states) == 2 else states[0]
+    args = (x, h0) if is_cell else (x, h0, lengths)
     rng_state = module.rng.bit_generator.state
 
-    def pack(st: list[Array] | None) -> Any:
-        if st is None:
-            return None
-        return tuple(st) if len(st) == 2 else st[0]
-
     def run(keep: bool) -> tuple[list[Array], Any]:
+        """The outputs, flat (cell: h' (, c'); layer: y, h_n (, c_n)), and the cache."""
         module.rng.bit_generator.state = rng_state
-        if is_cell:
-            out, cache = module.forward(x, pack(states)) if keep else \
-                (module(x, pack(states)), None)
-            return list(_as_tuple(out)), cache
         if keep:
-            y, hn, cache = module.forward(x, pack(states), lengths)
+            *out, cache = module.forward(*args)
         else:
-            (y, hn), cache = module(x, pack(states), lengths), None
-        return [y, *_as_tuple(hn)], cache
+            out, cache = ([module(*args)] if is_cell else list(module(*args))), None
+        return [a for o in out for a in _as_tuple(o)], cache
 
     outs, cache = run(keep=True)
     proj = np.random.default_rng(seed)

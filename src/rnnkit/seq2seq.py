@@ -47,7 +47,6 @@ Array = np.ndarray
 
 # ------------------------------------------------------------------------------------------------
 # attention: forward and backward, pure functions
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -151,7 +150,6 @@ class Attention(Module):
 
 # ------------------------------------------------------------------------------------------------
 # the model
-# ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -178,9 +176,8 @@ class Seq2SeqConfig:
                                max_val=self.tgt_vocab_size, include_boundaries="left")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm'; got {self.cell!r}")
-        check.positive_int("embedding_dim", self.embedding_dim)
-        check.positive_int("hidden_size", self.hidden_size)
-        check.positive_int("attention_size", self.attention_size)
+        for name in ("embedding_dim", "hidden_size", "attention_size"):
+            check.positive_int(name, getattr(self, name))
         check.check_scalar(self.bidirectional, "bidirectional", bool)
         check_dtype(self.dtype)
 
@@ -267,25 +264,24 @@ class Seq2Seq(Module):
 
     # ---- the pieces shared by training and decoding --------------------------------------------
     def _encode(self, src: Array, lens: Array | None, keep: bool
-                ) -> tuple[Array, State, Array | None, Any]:
-        """-> keys (S, B, K), decoder s_0, mask (S, B) or None, caches (or None)."""
+                ) -> tuple[Array, Array, State, Array | None, Any]:
+        """-> keys (S, B, K), k W_k^T (S, B, A), decoder s_0, mask (S, B) or None, caches."""
         x, emb_ids = self.src_embedding.forward(src)                     # (S, B, E)
         if keep:
             keys, hn, enc = self.encoder.forward(x, None, lens)          # (S, B, K)
         else:
             (keys, hn), enc = self.encoder(x, None, lens), None
-        S = src.shape[0]
-        mask = valid_mask(lens, S)
+        mask = valid_mask(lens, src.shape[0])
         finals = list(hn) if isinstance(hn, tuple) else [hn]             # h_n (and c_n)
         bridges = [self.bridge] + ([self.bridge_c] if len(finals) == 2 else [])
-        s0, saved = [], []
+        saved = []
         for lin, f in zip(bridges, finals, strict=True):
             z = np.concatenate(list(f), axis=1)                          # [h_fwd; h_rev] (B, K)
-            s = np.tanh(lin.forward(z)[0])                               # s_0 = tanh(z W^T + b)
-            s0.append(s)
-            saved.append((z, s))
+            saved.append((z, np.tanh(lin.forward(z)[0])))                # s_0 = tanh(z W^T + b)
+        s0 = [s for _, s in saved]
         state: State = (s0[0], s0[1]) if len(s0) == 2 else s0[0]
-        return keys, state, mask, (emb_ids, enc, saved)
+        proj_keys = keys @ self.attention.weight_key.T                   # (S, B, A), once
+        return keys, proj_keys, state, mask, (emb_ids, enc, saved)
 
     def _step(self, y_prev: Array, state: State, keys: Array, proj_keys: Array,
               mask: Array | None, keep: bool
@@ -320,8 +316,7 @@ class Seq2Seq(Module):
                              f"got {tgt_in.shape}")
         T, B = tgt_in.shape
         tlens = check.lengths(tgt_lengths, T, B)
-        keys, state, mask, (emb_ids, enc, saved) = self._encode(src, lens, keep=True)
-        proj_keys = keys @ self.attention.weight_key.T                   # (S, B, A), once
+        keys, proj_keys, state, mask, (emb_ids, enc, saved) = self._encode(src, lens, keep=True)
         S, H = src.shape[0], self.config.hidden_size
         logits = np.empty((T, B, self.config.tgt_vocab_size), self.dtype)
         out_in = np.empty((T, B, H + keys.shape[2]), self.dtype)
@@ -360,15 +355,11 @@ class Seq2Seq(Module):
             acache, ccache = cache.steps[t]
             # [s_t; c_t] feeds the output layer
             dh += dout[t, :, :H]
-            dctx = dout[t, :, H:].copy()
             # s_t = cell([embed(y_{t-1}); c_t], s_{t-1})
             dx, dprev = self.decoder.backward((dh, dc) if lstm else dh, ccache)
             dy_emb[t] = dx[:, :E]
-            dctx += dx[:, E:]
-            if isinstance(dprev, tuple):
-                dh, dc = dprev
-            else:
-                dh = dprev
+            dctx = dout[t, :, H:] + dx[:, E:]                            # c_t feeds both
+            dh, dc = dprev if isinstance(dprev, tuple) else (dprev, dc)
             # c_t, a_t = attention(s_{t-1}, k)
             g = attention_backward(dctx, None, acache)
             self.attention.add_grads(g)
@@ -405,8 +396,7 @@ class Seq2Seq(Module):
         written ``<end>`` or ``max_len`` tokens. Returns one :class:`Translation` per column."""
         src, lens, max_len = self._check_decode(src, src_lengths, max_len)
         S, B = src.shape
-        keys, state, mask, _ = self._encode(src, lens, keep=False)
-        proj_keys = keys @ self.attention.weight_key.T
+        keys, proj_keys, state, mask, _ = self._encode(src, lens, keep=False)
         y = np.full(B, self.config.start_id, np.int64)
         ids = np.empty((max_len, B), np.int64)
         logps = np.empty((max_len, B))
@@ -444,8 +434,7 @@ class Seq2Seq(Module):
 
     def _beam_one(self, src: Array, width: int, max_len: int, length_penalty: float
                   ) -> Translation:
-        keys, state, _, _ = self._encode(src, None, keep=False)         # (S, 1, K)
-        proj_keys = keys @ self.attention.weight_key.T
+        keys, proj_keys, state, _, _ = self._encode(src, None, keep=False)   # (S, 1, K)
 
         def step(rows: Array, y: Array) -> tuple[Array, Array]:
             nonlocal state

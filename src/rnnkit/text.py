@@ -208,10 +208,8 @@ def specials_for(level: str, mode: str) -> tuple[str, ...]:
     _check_level(level)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    wanted = {"<start>", "<end>"} if mode == "sentence" else set()
-    if level == "word":
-        wanted.add("<unk>")
-    return tuple(s for s in SPECIALS if s in wanted)
+    markers = ("<start>", "<end>") if mode == "sentence" else ()
+    return markers + (("<unk>",) if level == "word" else ())       # in the order of SPECIALS
 
 
 class Vocab:
@@ -261,7 +259,7 @@ class Vocab:
         plain = self.itos[n_special:]
         # char level, tokens sorted by code point: encode a whole str with one searchsorted
         self._codepoints: Array | None = None
-        if self.level == "char" and list(plain) == sorted(plain):
+        if self.level == "char" and plain and list(plain) == sorted(plain):
             self._codepoints = np.array([ord(t) for t in plain], dtype=np.int64)
         self._first_plain = n_special
 
@@ -306,12 +304,8 @@ class Vocab:
         assert self._codepoints is not None
         cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         cps = cps.astype(np.int64)
-        if not len(self._codepoints):
-            pos = np.zeros(len(cps), dtype=np.int64)
-            bad = np.ones(len(cps), dtype=bool)
-        else:
-            pos = np.searchsorted(self._codepoints, cps).clip(max=len(self._codepoints) - 1)
-            bad = self._codepoints[pos] != cps
+        pos = np.searchsorted(self._codepoints, cps).clip(max=len(self._codepoints) - 1)
+        bad = self._codepoints[pos] != cps
         ids = pos + self._first_plain
         if bad.any():
             unknown = sorted({chr(c) for c in cps[bad].tolist()})
@@ -473,7 +467,7 @@ def _id_array(name: str, ids: Any) -> Array:
 
 def _check_state(state: Any, expected: dict[str, Any], n_batches: int) -> tuple[int, int]:
     """Check a batcher state against this batcher: what differs, and epoch/index in range."""
-    if not isinstance(state, dict):
+    if not isinstance(state, Mapping):
         raise ValueError(f"state must be a dict from state_dict(); got {type(state).__name__}")
     missing = sorted((set(expected) | {"epoch", "index"}) - set(state))
     if missing:
@@ -606,8 +600,7 @@ class StreamBatches(_Position):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``: the next batch is the one that came after it was saved.
         Raises ``ValueError`` if it belongs to other data or settings."""
-        self._epoch, self._index = _check_state(dict(state) if isinstance(state, Mapping)
-                                                else state, self._identity(), self.num_windows)
+        self._epoch, self._index = _check_state(state, self._identity(), self.num_windows)
 
 
 @dataclass(frozen=True)
@@ -705,8 +698,7 @@ class SentenceBatches(_Position):
                              f"batch_size.")
         self.lines = lines
         self.line_lengths = np.array([a.size for a in lines], dtype=np.int64)
-        n = len(lines)
-        self.num_batches = n // B if self.drop_last else math.ceil(n / B)
+        self.num_batches = len(lines) // B if self.drop_last else math.ceil(len(lines) / B)
         self._epoch = self._index = 0
         self._plan: list[Array] | None = None       # this epoch's batches, drawn lazily
         self._epoch_rng_state: dict[str, Any] | None = None
@@ -730,15 +722,22 @@ class SentenceBatches(_Position):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
+    def _epoch_plan(self) -> list[Array]:
+        """This epoch's batches, drawn now; keeps the rng state they start from (``state_dict``)."""
+        rng = self.rng if self.shuffle else None
+        self._epoch_rng_state = (None if rng is None
+                                 else dict(copy.deepcopy(rng.bit_generator.state)))
+        return self._draw_plan(rng)
+
     def _batch(self, idx: Array, epoch: int, index: int) -> SentenceBatch:
         lengths = self.line_lengths[idx] + 1
         T, b = int(lengths.max()), len(idx)
         x = np.full((T, b), self.pad_id, dtype=np.int64)
         y = np.full((T, b), self.pad_id, dtype=np.int64)
+        x[0] = self.start_id
         for j, i in enumerate(idx.tolist()):
             line = self.lines[i]
             n = line.size
-            x[0, j] = self.start_id
             x[1: n + 1, j] = line
             y[:n, j] = line
             y[n, j] = self.end_id
@@ -749,10 +748,7 @@ class SentenceBatches(_Position):
 
     def __next__(self) -> SentenceBatch:
         if self._plan is None:
-            if self.shuffle:
-                assert self.rng is not None
-                self._epoch_rng_state = dict(copy.deepcopy(self.rng.bit_generator.state))
-            self._plan = self._draw_plan(self.rng if self.shuffle else None)
+            self._plan = self._epoch_plan()
         batch = self._batch(self._plan[self._index], self._epoch, self._index)
         self._index += 1
         if self._index == len(self._plan):
@@ -785,20 +781,18 @@ class SentenceBatches(_Position):
         state: dict[str, Any] = {**self._identity(), "epoch": self._epoch, "index": self._index}
         if self.shuffle:
             assert self.rng is not None
-            rng_state = (self._epoch_rng_state if self._plan is not None
-                         else self.rng.bit_generator.state)
-            state["rng"] = _to_json(rng_state)
+            state["rng"] = _to_json(self._epoch_rng_state if self._plan is not None
+                                    else self.rng.bit_generator.state)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``: the same epoch order, and the batch that came next. Sets
         ``rng`` to the saved state (then draws the current epoch's order from it). Raises
         ``ValueError`` if the state belongs to other data or settings."""
-        plain = dict(state) if isinstance(state, Mapping) else state
-        epoch, index = _check_state(plain, self._identity(), self.num_batches)
+        epoch, index = _check_state(state, self._identity(), self.num_batches)
         if self.shuffle:
             assert self.rng is not None
-            saved = plain.get("rng")
+            saved = state.get("rng")
             if not isinstance(saved, dict):
                 raise ValueError("state['rng'] must be the generator state saved by state_dict()")
             want = type(self.rng.bit_generator).__name__
@@ -811,10 +805,7 @@ class SentenceBatches(_Position):
                 raise ValueError(f"state['rng'] is not a valid {want} state: {e}") from None
         self._epoch, self._index, self._plan = epoch, index, None
         if index > 0:       # mid-epoch: redraw this epoch's order from its saved start state
-            rng = self.rng if self.shuffle else None
-            self._epoch_rng_state = (None if rng is None
-                                     else dict(copy.deepcopy(rng.bit_generator.state)))
-            self._plan = self._draw_plan(rng)
+            self._plan = self._epoch_plan()
 
 
 def _to_json(obj: Any) -> Any:

@@ -1,10 +1,10 @@
-"""What the lab's training experiments share: equal parameter budgets, curves and their plot."""
+"""The lab's shared plumbing: equal parameter budgets, one training loop, curves and plots."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import checks
 from ..files import write_figure
+from ..optim import Adam, clip_grad_norm_
 from ..recurrent import LAYERS
 
 CELL_NAMES = tuple(LAYERS)
@@ -73,23 +74,51 @@ class Curve:
     def best(self) -> float:
         return min(self.losses) if self.losses else math.nan
 
+    def add(self, step: int, loss: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
 
-def plot_curves(curves: list[Curve], png: str | Path, *, title: str, ylabel: str,
-                baseline: float | None = None, baseline_label: str = "baseline",
-                logy: bool = True) -> None:
-    """Loss against training step, one line per cell, the no-memory baseline dashed."""
+
+def training(model: Any, train_step: Callable[[], float], *, steps: int, lr: float,
+             clip: float, every: int) -> Iterator[tuple[int, list[float]]]:
+    """Train ``model`` for ``steps`` steps of Adam at ``lr``, the one loop of the lab.
+
+    ``train_step()`` runs forward and backward on a fresh batch and returns its loss; then the
+    gradient's global norm is clipped to ``clip`` and Adam steps. Every ``every`` steps and
+    after the last, yields (step, the training losses since the previous yield).
+    """
+    opt = Adam(model, lr=lr)
+    model.train()
+    window: list[float] = []
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        window.append(train_step())
+        clip_grad_norm_(model, clip)
+        opt.step()
+        if step % every == 0 or step == steps:
+            yield step, window
+            window = []
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no window), imported on demand."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    return plt
+
+
+def plot_curves(curves: list[Curve], png: str | Path, *, title: str, ylabel: str,
+                baseline: float) -> None:
+    """Loss against training step (log scale), one line per cell, the no-memory baseline
+    dashed."""
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for c in curves:
         ax.plot(c.steps, c.losses, label=f"{c.label} (H={c.hidden_size}, {c.parameters:,} p)")
-    if baseline is not None:
-        ax.axhline(baseline, color="k", ls="--", lw=1, label=f"{baseline_label} {baseline:.3g}")
-    if logy:
-        ax.set_yscale("log")
+    ax.axhline(baseline, color="k", ls="--", lw=1, label=f"no-memory baseline {baseline:.3g}")
+    ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

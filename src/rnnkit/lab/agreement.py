@@ -46,7 +46,6 @@ import numpy as np
 from .. import checks
 from ..classify import SequenceClassifier
 from ..files import write_figure
-from ..optim import Adam, clip_grad_norm_
 from ._common import (
     CELL_NAMES,
     Curve,
@@ -55,6 +54,8 @@ from ._common import (
     cell_parameters,
     check_cells,
     hidden_for_budget,
+    pyplot,
+    training,
     write_plot,
 )
 
@@ -122,8 +123,7 @@ def _clause(rng: np.random.Generator, L: int) -> list[int]:
     can still be filled: ``ADV`` (a trailing adverb), ``the NOUN`` (right after a verb),
     ``PREP the NOUN``, ``and [ADV] VERB``. After a trailing adverb only ``and [ADV] VERB`` may
     follow. Each noun's number is a coin flip, independent of the subject. For L >= 3 a clause
-    without a noun is drawn again (at most a few times: at L = 3, 1 in 4 draws has one), so
-    every such clause holds an attractor; L <= 2 words cannot hold one.
+    without a noun is drawn again (at L = 3, 1 in 4 draws has one).
     """
     for _ in range(1000):
         out = _clause_draw(rng, L)
@@ -254,8 +254,7 @@ def evaluate(model: SequenceClassifier, rng: np.random.Generator, max_clause: in
     return acc
 
 
-# the named random streams of a run (numpy's SeedSequence of the list): independent of each
-# other and of every other seed's, so no seed's training data is another seed's test set
+# the named random streams of a run, [seed, STREAM] (see train_agreement)
 TRAIN_STREAM, TEST_STREAM, EXAMPLE_STREAM = 100, 200, 300
 
 
@@ -308,27 +307,22 @@ def train_agreement(cell: str, *, max_clause: int = 40, steps: int = 2000,
                                hidden_size=H, cell=cell, pooling="last",
                                rng=np.random.default_rng([seed, CELL_NAMES.index(cell), 0]))
     add_remember_bias(model.rnn, cell, forget_bias)
-    opt = Adam(model, lr=lr)
     data_rng = np.random.default_rng([seed, TRAIN_STREAM])
     test_rng = np.random.default_rng([seed, TEST_STREAM])
     curve = Curve(cell, H, cell_parameters(cell, embedding_dim, H, 2))
-    t0 = time.perf_counter()
-    model.train()
-    window: list[float] = []
-    for step in range(1, steps + 1):
+
+    def train_step() -> float:
         s = make_sentences(data_rng, data_rng.integers(max_clause + 1, size=batch),
                            prefix=prefix)
-        opt.zero_grad()
         logits, cache = model.forward(s.ids, s.lengths)
         loss, dlogits = model.loss(logits, s.labels)
         model.backward(dlogits, cache)
-        clip_grad_norm_(model, clip)
-        opt.step()
-        window.append(loss)
-        if step % log_every == 0 or step == steps:
-            curve.steps.append(step)
-            curve.losses.append(float(np.mean(window)))
-            window = []
+        return loss
+
+    t0 = time.perf_counter()
+    for step, window in training(model, train_step, steps=steps, lr=lr, clip=clip,
+                                 every=log_every):
+        curve.add(step, float(np.mean(window)))
     curve.seconds = time.perf_counter() - t0
     acc = evaluate(model, test_rng, max_clause, eval_per_length, prefix=prefix)
     return AgreementResult(cell, H, curve.parameters, model.num_parameters(), curve,
@@ -337,10 +331,8 @@ def train_agreement(cell: str, *, max_clause: int = 40, steps: int = 2000,
 
 def buckets(max_clause: int, width: int = 5) -> list[tuple[int, int]]:
     """Clause-length buckets for the table: 0 alone (no clause), then 1-5, 6-10, ..."""
-    out = [(0, 0)]
-    for lo in range(1, max_clause + 1, width):
-        out.append((lo, min(lo + width - 1, max_clause)))
-    return out
+    return [(0, 0)] + [(lo, min(lo + width - 1, max_clause))
+                       for lo in range(1, max_clause + 1, width)]
 
 
 def agreement_table(results: list[AgreementResult], width: int = 5) -> str:
@@ -356,12 +348,7 @@ def agreement_table(results: list[AgreementResult], width: int = 5) -> str:
 
 def plot_agreement(results: list[AgreementResult], png: str | Path, title: str = "") -> None:
     """Held-out accuracy against clause length, one line per cell; chance (0.5) dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     styles = ["-", "--", ":"]                  # gated cells often overlap at 100 %: keep
     for k, r in enumerate(results):            # every line visible
         ax.plot(r.clause_lengths, r.accuracy, marker="ox^"[k % 3], ms=3, ls=styles[k % 3],
@@ -411,10 +398,10 @@ def cmd_lab_agreement(args: Any) -> int:
 
     Everything (the output directory, every cell's budget, the other settings) is checked
     before anything is printed: a bad setting prints one ``error: ...`` line and nothing else."""
-    cells = check_agreement_settings(args.cells, max_clause=args.max_clause, steps=args.steps,
-                                     budget=args.budget, batch=args.batch,
-                                     embedding_dim=args.embedding_dim,
-                                     eval_per_length=args.eval_per_length, seed=args.seed)
+    kw = {"max_clause": args.max_clause, "steps": args.steps, "budget": args.budget,
+          "batch": args.batch, "embedding_dim": args.embedding_dim,
+          "eval_per_length": args.eval_per_length, "seed": args.seed}
+    cells = check_agreement_settings(args.cells, **kw)
     start = time.perf_counter()
     example = make_sentences(np.random.default_rng([args.seed, EXAMPLE_STREAM]),
                              [min(args.max_clause, 6)], prefix=args.prefix)
@@ -426,11 +413,8 @@ def cmd_lab_agreement(args: Any) -> int:
           f"{args.forget_bias:g} | seed {args.seed}")
     results = []
     for cell in cells:
-        r = train_agreement(cell, max_clause=args.max_clause, steps=args.steps,
-                            budget=args.budget, batch=args.batch, lr=args.lr,
-                            embedding_dim=args.embedding_dim, forget_bias=args.forget_bias,
-                            prefix=args.prefix, seed=args.seed,
-                            eval_per_length=args.eval_per_length)
+        r = train_agreement(cell, lr=args.lr, forget_bias=args.forget_bias, prefix=args.prefix,
+                            **kw)
         print(f"{cell:>4}: H={r.hidden_size}, {r.parameters:,} parameters "
               f"({r.total_parameters:,} with the embedding) | final train loss "
               f"{r.curve.final:.4f} | {r.seconds:.1f} s", flush=True)

@@ -18,7 +18,7 @@ import numpy as np
 from .. import checks
 from ..files import write_figure
 from ..recurrent import CELLS
-from ._common import add_remember_bias, add_seed_and_out, write_plot
+from ._common import add_remember_bias, add_seed_and_out, pyplot, write_plot
 
 Array = np.ndarray
 
@@ -39,10 +39,8 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     Graves (2013) clipped the derivatives inside BPTT, so what reaches earlier steps is bounded.
     (Training in rnnkit clips differently, as PyTorch does: ``clip_grad_norm_`` rescales the
     summed parameter gradient once, keeping its direction, which is dominated by the exploding
-    far steps.) ``gate_bias`` is added to the
-    bias of the gate that keeps the old state: the LSTM's forget gate f and the GRU's update
-    gate z (the usual "remember by default" initialisation, Gers et al. 2000); the tanh RNN
-    has no such gate.
+    far steps.) ``gate_bias`` is added to the bias of the gate that keeps the old state
+    (:func:`~rnnkit.lab._common.add_remember_bias`; the tanh RNN has none).
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}; got {cell!r}")
@@ -61,18 +59,17 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     w /= np.linalg.norm(w)
     norms = np.empty(T)
     dh = w[None, :].copy()                                   # dL/dh_{T-1}
-    dc = np.zeros_like(dh) if cell == "lstm" else None
+    dc = np.zeros_like(dh)                                   # dL/dc_{T-1}, LSTM only
     for t in reversed(range(T)):
         n = float(np.linalg.norm(dh))
         if clip is not None and n > clip:
             dh *= clip / n
             n = clip
         norms[t] = n
-        _, dprev = m.backward((dh, dc) if dc is not None else dh, caches[t])
-        if dc is not None:
-            dh, dc = dprev
+        if cell == "lstm":
+            _, (dh, dc) = m.backward((dh, dc), caches[t])
         else:
-            dh = dprev
+            _, dh = m.backward(dh, caches[t])
     return GradientNorms(cell, norms)
 
 
@@ -87,12 +84,7 @@ def gradients_table(results: list[GradientNorms], every: int = 25) -> str:
 
 
 def plot_gradients(results: list[tuple[str, GradientNorms]], png: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for label, r in results:
         T = len(r.norms)
         ax.semilogy(np.arange(T)[::-1], r.norms, label=label)

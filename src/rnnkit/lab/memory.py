@@ -33,7 +33,6 @@ import numpy as np
 from .. import checks
 from ..classify import SequenceClassifier, SequenceTagger
 from ..module import eval_mode
-from ..optim import Adam, clip_grad_norm_
 from ._common import (
     CELL_NAMES,
     Curve,
@@ -44,6 +43,7 @@ from ._common import (
     fmt,
     hidden_for_budget,
     plot_curves,
+    training,
     write_plot,
 )
 
@@ -55,10 +55,7 @@ BLANK, DELIMITER = 0, 9
 COPY_VOCAB = 10            # input alphabet: blank, 8 symbols, delimiter
 COPY_CLASSES = 9           # output alphabet: blank and the 8 symbols
 
-
-# ------------------------------------------------------------------------------------------------
-# the data
-# ------------------------------------------------------------------------------------------------
+# ---- the data ----------------------------------------------------------------------------------
 
 
 def adding_batch(rng: np.random.Generator, batch_size: int, T: int,
@@ -108,9 +105,10 @@ def copy_baseline(T: int) -> float:
     return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
 
 
-# ------------------------------------------------------------------------------------------------
-# training
-# ------------------------------------------------------------------------------------------------
+BATCHES = {"adding": adding_batch, "copy": copy_batch}
+SIZES = {"adding": (2, 1), "copy": (COPY_VOCAB, COPY_CLASSES)}       # (D, O) of each task
+
+# ---- training ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -124,15 +122,11 @@ class MemoryResult:
 def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: int, lr: float,
            clip: float, eval_every: int, forget_bias: float, seed: int,
            held_out: tuple[Array, Array], progress: Callable[[str], None] | None) -> Curve:
-    if task == "adding":
-        D, O = 2, 1
-    else:
-        D, O = COPY_VOCAB, COPY_CLASSES
+    D, O = SIZES[task]
     H = hidden_for_budget(cell, D, O, budget)
     # each cell's own streams, named by (seed, cell): the same whichever cells run beside it
-    k = CELL_NAMES.index(cell)
-    weights = np.random.default_rng([seed, k, 0])
-    data = np.random.default_rng([seed, k, 1])
+    weights = np.random.default_rng([seed, CELL_NAMES.index(cell), 0])
+    data = np.random.default_rng([seed, CELL_NAMES.index(cell), 1])
     model: SequenceClassifier | SequenceTagger
     if task == "adding":
         model = SequenceClassifier(1, input_size=D, hidden_size=H, cell=cell, pooling="last",
@@ -141,46 +135,39 @@ def _train(task: str, cell: str, T: int, budget: int, steps: int, batch_size: in
         model = SequenceTagger(O, input_size=D, hidden_size=H, cell=cell, bidirectional=False,
                                rng=weights)
     add_remember_bias(model.rnn, cell, forget_bias)
-    opt = Adam(model, lr=lr)
-    batch = adding_batch if task == "adding" else copy_batch
     x_eval, y_eval = held_out
     curve = Curve(cell, H, model.num_parameters())
-    t0 = time.perf_counter()
 
     def evaluate() -> float:
         with eval_mode(model):
             out = model(x_eval)
         if task == "adding":
             return float(np.mean((out[:, 0].astype(np.float64) - y_eval) ** 2))
-        loss, _ = model.loss(out, y_eval)
-        return float(loss)
+        return float(model.loss(out, y_eval)[0])
 
-    curve.steps.append(0)
-    curve.losses.append(evaluate())
-    for step in range(1, steps + 1):
-        x, y = batch(data, batch_size, T)
-        opt.zero_grad()
-        if task == "adding":
-            out, cache = model.forward(x)
+    def train_step() -> float:
+        x, y = BATCHES[task](data, batch_size, T)
+        out, cache = model.forward(x)
+        if task == "adding":                          # mean squared error and its gradient
             err = out[:, 0] - y
-            dout = (2 / batch_size) * err[:, None]
-            model.backward(dout.astype(out.dtype), cache)             # type: ignore[arg-type]
+            loss = float(np.mean(err**2))
+            dout = ((2 / batch_size) * err[:, None]).astype(out.dtype)
         else:
-            out, cache = model.forward(x)
-            _, dout = model.loss(out, y)
-            model.backward(dout, cache)                                # type: ignore[arg-type]
-        clip_grad_norm_(model, clip)
-        opt.step()
-        if step % eval_every == 0 or step == steps:
-            curve.steps.append(step)
-            curve.losses.append(evaluate())
-            if progress is not None:
-                progress(f"  {cell:<4} step {step:>5}  held-out {fmt(curve.losses[-1])}  "
-                         f"{time.perf_counter() - t0:5.0f} s")
+            loss, dout = model.loss(out, y)
+        model.backward(dout, cache)                                    # type: ignore[arg-type]
+        return loss
+
+    t0 = time.perf_counter()
+    curve.add(0, evaluate())
+    for step, _ in training(model, train_step, steps=steps, lr=lr, clip=clip, every=eval_every):
+        curve.add(step, evaluate())
+        if progress is not None:
+            progress(f"  {cell:<4} step {step:>5}  held-out {fmt(curve.losses[-1])}  "
+                     f"{time.perf_counter() - t0:5.0f} s")
     curve.seconds = time.perf_counter() - t0
     if isinstance(model, SequenceClassifier):                  # the adding problem
         curve.extra.update(adding_sensitivity(model, x_eval))
-    if task == "copy":                                         # predict() runs in eval mode
+    else:                                                      # predict() runs in eval mode
         n = COPY_LENGTH
         curve.extra["symbol_accuracy"] = float(np.mean(model.predict(x_eval)[-n:] == y_eval[-n:]))
     return curve
@@ -221,7 +208,7 @@ def check_memory_settings(task: str, T: int, cells: tuple[str, ...] | list[str],
                          ("steps", steps, 1), ("batch_size", batch_size, 1),
                          ("eval_every", eval_every, 1), ("eval_size", eval_size, 1)):
         checks.check_scalar(v, name, int, min_val=low)
-    D, O = (2, 1) if task == "adding" else (COPY_VOCAB, COPY_CLASSES)
+    D, O = SIZES[task]
     smallest = max(cell_parameters(c, D, 1, O) for c in cells)
     if budget < smallest:
         raise ValueError(f"budget={budget} parameters is too small: with one hidden unit the "
@@ -250,8 +237,7 @@ def run_memory_task(task: str, T: int = 100, *, cells: tuple[str, ...] | list[st
     checks.check_scalar(seed, "seed", int, min_val=0)
     # one held-out set for every cell, so their losses are comparable with each other and
     # with the baseline measured on that same set
-    batch = adding_batch if task == "adding" else copy_batch
-    held_out = batch(np.random.default_rng([seed, len(CELL_NAMES)]), eval_size, T)
+    held_out = BATCHES[task](np.random.default_rng([seed, len(CELL_NAMES)]), eval_size, T)
     if task == "adding":
         # what predicting 1 (the mean of the sum) scores on THIS set; 1/6 in expectation
         base = float(np.mean((held_out[1].astype(np.float64) - 1) ** 2))
@@ -343,7 +329,7 @@ def cmd_lab_memory(args: Any) -> int:
     write_plot(lambda png: plot_curves(
         res.curves, png, title=f"{name}, T={args.T}, equal parameter budgets",
         ylabel="held-out MSE" if task == "adding" else "held-out cross-entropy",
-        baseline=base, baseline_label="no-memory baseline"), args.out, f"{task}.png")
+        baseline=base), args.out, f"{task}.png")
     return 0
 
 

@@ -34,12 +34,11 @@ from ..checks import UsageError, check_scalar, nonneg_int_arg, positive_int, pos
 from ..files import write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
-from ._common import add_seed_and_out
+from ._common import add_seed_and_out, pyplot
 
 Array = np.ndarray
 
-# ---------------------------------------------------------------------------------------------
-# tokens -> ids
+# ---- tokens -> ids -----------------------------------------------------------------------
 
 
 @dataclass
@@ -92,8 +91,7 @@ def encode_text(vocab: Vocab, text: str, start: int = 0, length: int | None = No
     return EncodedText(toks, ids, resets, vocab.level, n_unk)
 
 
-# ---------------------------------------------------------------------------------------------
-# activations
+# ---- activations -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -173,8 +171,7 @@ def record_activations(model: LanguageModel, enc: EncodedText, chunk: int = 1024
     return Activations(enc.tokens, out.reshape(T, -1), units, enc.level)
 
 
-# ---------------------------------------------------------------------------------------------
-# features of the text
+# ---- features of the text ----------------------------------------------------------------
 
 
 @dataclass
@@ -194,11 +191,11 @@ class Feature:
     def coverage(self) -> str:
         if not self.present:
             return "absent"
-        v = self.values
-        return f"{v.mean():.1%}" if self.binary else f"mean {v.mean():.1f}"
+        return f"{self.values.mean():.1%}" if self.binary else f"mean {self.values.mean():.1f}"
 
 
-QUOTE_PAIRS = {"\u201c": "\u201d", "\u300c": "\u300d", "\u300e": "\u300f", "\u00ab": "\u00bb"}
+QUOTE_PAIRS = {'"': '"', "\u201c": "\u201d", "\u300c": "\u300d", "\u300e": "\u300f",
+               "\u00ab": "\u00bb"}
 BRACKET_PAIRS = {"(": ")", "[": "]", "{": "}", "\uff08": "\uff09", "\u3010": "\u3011",
                  "\u300a": "\u300b", "\u3014": "\u3015"}
 
@@ -254,11 +251,8 @@ def text_features(tokens: list[str], level: str = "char") -> list[Feature]:
         else:
             pos += 1
             for ch in tok:
-                if ch == '"':
-                    if qs and qs[-1] == '"':
-                        qs.pop()
-                    else:
-                        qs.append('"')
+                if ch == '"' and qs and qs[-1] == '"':      # " closes the " it is inside
+                    qs.pop()
                 elif ch in QUOTE_PAIRS:
                     qs.append(QUOTE_PAIRS[ch])
                 elif ch in closers_q:
@@ -273,16 +267,11 @@ def text_features(tokens: list[str], level: str = "char") -> list[Feature]:
         nl_next[t] = t + 1 < T and tokens[t + 1] == "\n"
         word_end[t] = run > 0 and t + 1 < T and not is_word[t + 1]
     # all-caps lines: the speaker names of the Shakespeare corpus ("ROMEO:")
-    a = 0
-    while a < T:
-        b = a
-        while b < T and tokens[b] != "\n":
-            b += 1
-        line = "".join(tokens[a:b])
-        cased = [c for c in line if c.isalpha() and c.lower() != c.upper()]
+    ends = [t for t, tok in enumerate(tokens) if tok == "\n"] + [T]        # [a, b): one line
+    for a, b in zip([0] + [e + 1 for e in ends[:-1]], ends, strict=True):
+        cased = [c for c in "".join(tokens[a:b]) if c.isalpha() and c.lower() != c.upper()]
         if len(cased) >= 2 and all(c.isupper() for c in cased):
             caps[a:b] = 1
-        a = b + 1
     return [
         Feature("quote", 'inside double quotes ("..." or \u201c...\u201d)', quote, True),
         Feature("bracket", "inside brackets ( ), [ ], { }", bracket, True),
@@ -302,8 +291,7 @@ def text_features(tokens: list[str], level: str = "char") -> list[Feature]:
     ]
 
 
-# ---------------------------------------------------------------------------------------------
-# correlations
+# ---- correlations ------------------------------------------------------------------------
 
 
 def _standardize(values: Array) -> Array:
@@ -388,19 +376,21 @@ def neurons_table(found: list[FeatureUnits]) -> str:
     return "\n".join(rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# pictures
+# ---- pictures ----------------------------------------------------------------------------
 
 
 LEVELS = 8     # colour steps each side of zero
 
 
+def _scaled(v: Array) -> Array:
+    """A unit's values divided by its largest |value|: in [-1, 1] (all zeros stay zeros)."""
+    m = float(np.abs(v).max()) if len(v) else 0.0
+    return v / m if m > 0 else v
+
+
 def _levels(v: Array) -> Array:
     """Values -> integers in [-LEVELS, LEVELS], scaled by the largest |value|."""
-    m = float(np.abs(v).max()) if len(v) else 0.0
-    if m == 0:
-        return np.zeros(len(v), dtype=np.int64)
-    return np.rint(v / m * LEVELS).astype(np.int64)
+    return np.rint(_scaled(v) * LEVELS).astype(np.int64)
 
 
 def _shown(tok: str) -> str:
@@ -408,8 +398,7 @@ def _shown(tok: str) -> str:
 
 
 def _span(cls: str, text: str) -> str:
-    t = _html.escape(text)
-    return f'<span class="{cls}">{t}</span>' if cls else t
+    return f'<span class="{cls}">{_html.escape(text)}</span>' if cls else _html.escape(text)
 
 
 def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnkit lab neurons"
@@ -495,11 +484,7 @@ def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
     over the whole text. Needs matplotlib (imported here, Agg backend)."""
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(fu, *fu.units[0]) for fu in found if fu.units]
     T = len(acts.tokens)
     if not rows:
@@ -508,12 +493,7 @@ def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
     s0 = pick_stretch(acts.tokens, found, width)
     per = -(-width // panels)
     panels = -(-width // per)
-    norm = []
-    for _, unit, _ in rows:
-        v = acts.column(unit)
-        m = float(np.abs(v).max())
-        norm.append(v / m if m > 0 else v)
-    grid = np.array(norm)                                             # (R, T)
+    grid = np.array([_scaled(acts.column(unit)) for _, unit, _ in rows])      # (R, T)
     R = len(rows)
     word = acts.level == "word"
     fig, axes = plt.subplots(panels, 1, figsize=(min(0.12 * per, 40) + 3.5,
@@ -551,7 +531,6 @@ def render_png(acts: Activations, found: list[FeatureUnits], width: int = 200,
 
 
 def add_commands(sub: Any) -> None:
-
     n = sub.add_parser("neurons", help="which hidden units of a trained model track quotes, "
                        "brackets, line ends, ...",
                        description="Run a trained language model over a text, record every "
