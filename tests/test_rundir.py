@@ -396,3 +396,20 @@ def test_a_config_that_does_not_fit_the_tensors_is_refused_before_building(tmp_p
     with pytest.raises(checkpoint.CheckpointError, match="not a usable rnnkit checkpoint"):
         load_language_model(tmp_path / "evil.safetensors")
     assert time.perf_counter() - t0 < 5        # nothing sized by the claimed config was made
+
+
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl", "last.safetensors", "loss.png"])
+def test_a_fifo_planted_in_the_run_directory_is_refused_not_waited_on(tmp_path, corpus, name):
+    out = tmp_path / "r"
+    out.mkdir()
+    os.mkfifo(out / name)
+    with pytest.raises(RunDirError, match="not a regular file"):
+        Trainer(_cfg(corpus), out, **_quiet())
+    (out / name).unlink()
+    RunDir(out).acquire()              # the lock was released on the way out
+
+
+def test_append_line_refuses_a_fifo_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "log")
+    with pytest.raises(FileError, match="not a regular file"):
+        append_line(tmp_path / "log", "{}")

@@ -111,12 +111,16 @@ def append_line(path: Path_, line: str, *, sync: bool = False) -> None:
     """
     p = Path(path)
     data = (line + "\n").encode("utf-8")
-    try:
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o666)
+    try:            # O_NONBLOCK: a FIFO planted here must not block the open
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | NOFOLLOW
+                     | CLOEXEC, 0o666)
     except OSError as e:
         raise FileError(_link_or(p, e, "cannot append to it")) from e
     try:
-        start = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileError(f"{p}: is not a regular file; remove it and try again")
+        start = st.st_size
         try:
             view = memoryview(data)
             while view:
@@ -135,7 +139,7 @@ def append_line(path: Path_, line: str, *, sync: bool = False) -> None:
 def fsync_file(path: Path_) -> None:
     """Flush ``path`` (not through a link) to disk."""
     with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW | CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -146,6 +150,8 @@ def _link_or(p: Path, e: OSError, what: str) -> str:
     if os.path.islink(p):
         return (f"{p}: is a symbolic link; rnnkit never writes through a link. Remove it "
                 "(it is not part of a run) and try again")
+    if p.exists() and not p.is_file():
+        return f"{p}: is not a regular file; remove it and try again"
     return f"{p}: {what} ({e.strerror})"
 
 

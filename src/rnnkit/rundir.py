@@ -25,6 +25,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,18 @@ class RunDir:
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | files.NOFOLLOW
-                         | files.CLOEXEC, 0o666)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK
+                         | files.NOFOLLOW | files.CLOEXEC, 0o666)
         except OSError as e:
             if os.path.islink(self.path / LOCK):
                 raise RunDirError(f"{self.path / LOCK}: is a symbolic link; rnnkit never "
                                   "writes through a link. Remove it and try again") from e
             raise RunDirError(f"{self.path}: cannot use it as a run directory "
                               f"({e.strerror}); choose another --out") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"{self.path / LOCK}: is not a regular file; remove it and try "
+                              "again")
         f = open(fd, "r+b")  # noqa: SIM115 (held open for the run's whole life)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
