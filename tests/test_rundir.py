@@ -406,7 +406,8 @@ def test_a_fifo_planted_in_the_run_directory_is_refused_not_waited_on(tmp_path, 
     with pytest.raises(RunDirError, match="not a regular file"):
         Trainer(_cfg(corpus), out, **_quiet())
     (out / name).unlink()
-    RunDir(out).acquire()              # the lock was released on the way out
+    with RunDir(out):                  # the lock was released on the way out
+        pass
 
 
 def test_append_line_refuses_a_fifo_without_blocking(tmp_path):
