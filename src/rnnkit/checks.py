@@ -153,13 +153,9 @@ def array(name: str, a: Any, dtype: np.dtype, expected: str) -> Array:
                         f"{type(a).__name__}. Convert it with np.asarray({name}, "
                         f"dtype=np.{dtype}).")
     if a.dtype != dtype:
-        if a.dtype.kind == "f":
-            fix = (f"Use {name}.astype(np.{dtype}), or build the module with "
-                   f"dtype=np.{a.dtype}.")
-        else:
-            fix = f"Use {name}.astype(np.{dtype})."
+        other = f", or build the module with dtype=np.{a.dtype}" if a.dtype.kind == "f" else ""
         raise TypeError(f"{name} must have dtype {dtype} (the module's dtype); got "
-                        f"{a.dtype}. {fix}")
+                        f"{a.dtype}. Use {name}.astype(np.{dtype}){other}.")
     return a
 
 
@@ -205,10 +201,8 @@ def lengths(value: Any, T: int, B: int) -> Array | None:
         return None
     arr = np.asarray(value)
     if arr.dtype == bool or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(arr == np.round(arr)):
-            hint = " Use lengths.astype(np.int64)."
-        else:
-            hint = ""
+        whole = arr.dtype.kind == "f" and arr.size and np.all(arr == np.round(arr))
+        hint = " Use lengths.astype(np.int64)." if whole else ""
         raise TypeError(f"lengths must be integers, one per sequence; got dtype {arr.dtype}."
                         + hint)
     if arr.shape != (B,):

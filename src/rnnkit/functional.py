@@ -67,20 +67,6 @@ def valid_mask(lengths: Array | None, T: int) -> Array | None:
     return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
 
 
-def sigmoid_(a: Array) -> Array:
-    """sigmoid(a) = (1 + tanh(a / 2)) / 2, in place. Exact and free of overflow for any a."""
-    a *= 0.5
-    np.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
-    return a
-
-
-def sigmoid(a: Array) -> Array:
-    """sigmoid(a) = 1 / (1 + exp(-a)), computed without overflow; returns a new array."""
-    return sigmoid_(np.array(a, copy=True))
-
-
 def softmax(logits: Array, axis: int = -1) -> Array:
     """softmax along ``axis``, shifted by the maximum so exp never overflows."""
     shifted = logits - logits.max(axis=axis, keepdims=True)
@@ -185,6 +171,8 @@ class RNNMath:
     split_grad = False  # dgx and dgh are the same array
 
     def __init__(self, nonlinearity: str = "tanh") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
 
     def prepare(self, w_ih: Array, w_hh: Array, b_ih: Array | None, b_hh: Array | None

@@ -103,14 +103,9 @@ def softmax_cross_entropy(logits: Array, targets: Array, mask: Array | None = No
     logp = log_softmax(flat, axis=-1)                    # (N, V)
     rows = np.arange(t.size)
     nll = -logp[rows, t]                                 # (N,)
-    if mask is not None:
-        m = mask.reshape(-1)
-        n = int(m.sum())
-        loss = float(nll[m].sum(dtype=np.float64)) / max(n, 1)
-    else:
-        m = None
-        n = t.size
-        loss = float(nll.sum(dtype=np.float64)) / max(n, 1)
+    m = None if mask is None else mask.reshape(-1)
+    n = t.size if m is None else int(m.sum())
+    loss = float((nll if m is None else nll[m]).sum(dtype=np.float64)) / max(n, 1)
     # d loss / d logits = (softmax - onehot) / n, zero where not counted
     grad = np.exp(logp, out=logp)
     grad[rows, t] -= 1

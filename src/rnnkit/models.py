@@ -169,13 +169,6 @@ class LanguageModel(Module):
         """A token-at-a-time inference engine over a snapshot of the current weights."""
         return Stepper(self)
 
-    def init_state(self, batch_size: int) -> State:
-        """Zero state for ``batch_size`` sequences: h0, or (h0, c0) for the LSTM."""
-        r = self.rnn
-        shape = (r.num_layers * r.num_directions, batch_size, r.hidden_size)
-        h = np.zeros(shape, self.dtype)
-        return (h, np.zeros(shape, self.dtype)) if self.config.cell == "lstm" else h
-
 
 class Stepper:
     """Token-at-a-time inference for generation, with the weights prepared once.

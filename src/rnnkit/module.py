@@ -73,9 +73,6 @@ class Module:
         self._params[name] = value
         self._grads[name] = np.zeros_like(value)
 
-    def add_module(self, name: str, module: Module) -> None:
-        self._children[name] = module
-
     def __getattr__(self, name: str) -> Any:
         # only called when normal lookup fails: parameters and children read as attributes
         for table in ("_params", "_children"):
@@ -104,20 +101,17 @@ class Module:
     def parameters(self) -> list[Array]:
         return [p for _, p in self.named_parameters()]
 
-    def named_grads(self, prefix: str = "") -> Iterator[tuple[str, Array]]:
-        for name, g in self._grads.items():
-            yield prefix + name, g
-        for cname, child in self._children.items():
-            yield from child.named_grads(prefix + cname + ".")
-
     @property
     def grads(self) -> dict[str, Array]:
         """name -> gradient array, same keys and shapes as ``state_dict()``. Backward adds
         into these arrays; ``zero_grad()`` clears them."""
-        return dict(self.named_grads())
+        out = dict(self._grads)
+        for cname, child in self._children.items():
+            out |= {f"{cname}.{k}": g for k, g in child.grads.items()}
+        return out
 
     def zero_grad(self) -> None:
-        for _, g in self.named_grads():
+        for g in self.grads.values():
             g.fill(0)
 
     def num_parameters(self) -> int:

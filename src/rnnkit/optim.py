@@ -148,8 +148,7 @@ class Optimizer:
     def _init_slot(self, slot: str, p: Array) -> Array:
         return np.zeros_like(p)
 
-    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array
-                ) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array) -> None:
         """One step for one parameter, in place; ``s1``, ``s2`` are scratch of p's shape."""
         raise NotImplementedError
 
@@ -348,8 +347,7 @@ class SGD(Optimizer):
     def _slots(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if h["momentum"] != 0 else ()
 
-    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array
-                ) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array) -> None:
         d = self._decayed(p, g, self.weight_decay, s1)
         if self.momentum != 0:
             b = state["momentum_buffer"]
@@ -423,8 +421,7 @@ class Adam(Optimizer):
     def _slots(cls, h: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if h["amsgrad"] else ())
 
-    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array
-                ) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array) -> None:
         t, lr, wd = self.step_count, self.lr, self.weight_decay
         beta1, beta2 = self.betas
         if self.decoupled:
@@ -524,8 +521,7 @@ class RMSprop(Optimizer):
         return (("square_avg",) + (("momentum_buffer",) if h["momentum"] > 0 else ())
                 + (("grad_avg",) if h["centered"] else ()))
 
-    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array
-                ) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array) -> None:
         alpha = self.alpha
         d = self._decayed(p, g, self.weight_decay, s1)            # d = g + wd p
         s = state["square_avg"]
@@ -600,8 +596,7 @@ class Adagrad(Optimizer):
     def _init_slot(self, slot: str, p: Array) -> Array:
         return np.full_like(p, self.initial_accumulator_value)
 
-    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array
-                ) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Array], s1: Array, s2: Array) -> None:
         d = self._decayed(p, g, self.weight_decay, s1)            # d = g + wd p
         clr = self.lr / (1 + (self.step_count - 1) * self.lr_decay)
         s = state["sum"]

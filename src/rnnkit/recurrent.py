@@ -30,11 +30,13 @@ import numpy as np
 
 from . import checks as check
 from .functional import CellMath, GRUMath, LSTMMath, RNNMath, valid_mask
+from .layers import dropout_mask
 from .module import Module, check_rng, eval_mode
 from .scan import DirectionCache, OneHot, direction_backward, direction_forward
 
 Array = np.ndarray
 State = Array | tuple[Array, Array]
+Weights = tuple[Array, Array, Array | None, Array | None]     # (w_ih, w_hh, b_ih, b_hh)
 
 
 @dataclass
@@ -64,9 +66,56 @@ def _unsort(a: Array, perm: Array) -> Array:
     return out
 
 
-def _init_uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float,
-                  dtype: np.dtype) -> Array:
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+def _suffix(layer: int, direction: int) -> str:
+    """PyTorch's parameter-name suffix: ``_l0``, ``_l1_reverse``, ..."""
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def _register(m: RNNBase | _CellBase, sfx: str, d_in: int) -> None:
+    """Make one direction's ``weight_ih{sfx}`` (G*H, d_in), ``weight_hh{sfx}`` (G*H, H) and,
+    with ``m.bias``, ``bias_ih{sfx}``, ``bias_hh{sfx}`` (G*H,), all U(-1/sqrt(H), 1/sqrt(H))."""
+    G, H = m.math.gates, m.hidden_size
+    bound = 1.0 / np.sqrt(H)
+    shapes: dict[str, tuple[int, ...]] = {f"weight_ih{sfx}": (G * H, d_in),
+                                          f"weight_hh{sfx}": (G * H, H)}
+    if m.bias:
+        shapes |= {f"bias_ih{sfx}": (G * H,), f"bias_hh{sfx}": (G * H,)}
+    for name, shp in shapes.items():
+        m.register_parameter(name, m.rng.uniform(-bound, bound, size=shp).astype(m.dtype))
+
+
+def _pick(table: dict[str, Array], sfx: str = "") -> Weights:
+    """``(w_ih, w_hh, b_ih, b_hh)`` of one direction from ``table`` (the parameters or the
+    gradients); the biases are None for a module without ``bias``."""
+    return (table[f"weight_ih{sfx}"], table[f"weight_hh{sfx}"], table.get(f"bias_ih{sfx}"),
+            table.get(f"bias_hh{sfx}"))
+
+
+def _split_state(m: RNNBase | _CellBase, hx: Any, arg: str, names: tuple[str, str],
+                 shape: tuple[int, ...], unbatched: bool) -> tuple[Array, Array | None]:
+    """``hx`` (or a gradient such as ``dhn``): None, an array, or for the LSTM and LSTMCell a
+    pair of them. Each array is checked by ``m._check_state``; each one missing (None) is zeros
+    of ``shape``, (L*K, B, H) or (B, H). Returns ``(h, c)``, c None without a cell state."""
+    B = shape[-2]
+    h = c = None
+    if hx is not None and m.math.has_cell:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            got = (f"a {type(hx).__name__} of length {len(hx)}"
+                   if isinstance(hx, (tuple, list)) else type(hx).__name__)
+            raise TypeError(f"{arg} of an {type(m).__name__} must be a pair ({names[0]}, "
+                            f"{names[1]}) or None; got {got}")
+        h = None if hx[0] is None else m._check_state(names[0], hx[0], B, unbatched)
+        c = None if hx[1] is None else m._check_state(names[1], hx[1], B, unbatched)
+    elif hx is not None:
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"{arg} of a {type(m).__name__} is one array {names[0]}; got a "
+                            f"{type(hx).__name__} (pairs (h, c) are for the LSTM)")
+        h = m._check_state(names[0], hx, B, unbatched)
+    if h is None:
+        h = np.zeros(shape, m.dtype)
+    if c is None and m.math.has_cell:
+        c = np.zeros(shape, m.dtype)
+    return h, c
 
 
 class RNNBase(Module):
@@ -92,22 +141,10 @@ class RNNBase(Module):
         self.math: CellMath = self._make_math(nonlinearity)
         self.nonlinearity = nonlinearity
         self.num_directions = 2 if self.bidirectional else 1
-        H, G = self.hidden_size, self.math.gates
-        bound = 1.0 / np.sqrt(H)
-        self._names: list[tuple[str, str, str | None, str | None]] = []
         for layer in range(self.num_layers):
             for direction in range(self.num_directions):
-                sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                d_in = self.input_size if layer == 0 else H * self.num_directions
-                names = (f"weight_ih{sfx}", f"weight_hh{sfx}",
-                         f"bias_ih{sfx}" if self.bias else None,
-                         f"bias_hh{sfx}" if self.bias else None)
-                shapes = [(G * H, d_in), (G * H, H), (G * H,), (G * H,)]
-                for name, shp in zip(names, shapes, strict=True):
-                    if name is not None:
-                        self.register_parameter(name, _init_uniform(self.rng, shp, bound,
-                                                                    self.dtype))
-                self._names.append(names)
+                d_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+                _register(self, _suffix(layer, direction), d_in)
 
     def _make_math(self, nonlinearity: str) -> CellMath:
         return self.math_class()
@@ -127,25 +164,12 @@ class RNNBase(Module):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def layer_weights(self, layer: int, direction: int = 0
-                      ) -> tuple[Array, Array, Array | None, Array | None]:
+    def layer_weights(self, layer: int, direction: int = 0) -> Weights:
         """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of one layer and direction (1: the
         reverse one); the biases are None without ``bias``. The live arrays, not copies."""
-        w_ih, w_hh, b_ih, b_hh = self._names[layer * self.num_directions + direction]
-        p = self._params
-        return (p[w_ih], p[w_hh], p[b_ih] if b_ih else None, p[b_hh] if b_hh else None)
-
-    def _grads_of(self, idx: int) -> tuple[Array, Array, Array | None, Array | None]:
-        w_ih, w_hh, b_ih, b_hh = self._names[idx]
-        g = self._grads
-        return (g[w_ih], g[w_hh], g[b_ih] if b_ih else None, g[b_hh] if b_hh else None)
+        return _pick(self._params, _suffix(layer, direction))
 
     # ---- the door -----------------------------------------------------------------------------
-    def _shape_words(self) -> tuple[str, str]:
-        D, H, LK = self.input_size, self.hidden_size, self.num_layers * self.num_directions
-        x_words = f"(B, T, {D})" if self.batch_first else f"(T, B, {D})"
-        return x_words, f"({LK}, B, {H})"
-
     def _check_onehot(self, x: OneHot) -> tuple[OneHot, bool]:
         D = self.input_size
         if x.size != D:
@@ -160,8 +184,8 @@ class RNNBase(Module):
     def _check_x(self, x: Any) -> tuple[Array | OneHot, bool]:
         if isinstance(x, OneHot):
             return self._check_onehot(x)
-        x_words, _ = self._shape_words()
         D = self.input_size
+        x_words = f"(B, T, {D})" if self.batch_first else f"(T, B, {D})"
         x = check.array("x", x, self.dtype, x_words)
         given = x.shape
         if x.ndim == 2:
@@ -204,27 +228,6 @@ class RNNBase(Module):
                     f"{self.num_directions}, B={B}, hidden_size={H}.")
         check.finite(name, h)
         return h[:, None, :] if unbatched else h
-
-    def _check_hx(self, hx: Any, B: int, unbatched: bool, grad: bool = False
-                  ) -> tuple[Array | None, Array | None]:
-        """hx (or dhn when grad=True): None, an array, or for the LSTM a pair of them."""
-        hname, cname = ("dh_n", "dc_n") if grad else ("h0", "c0")
-        argname = "dhn" if grad else "hx"
-        if hx is None:
-            return None, None
-        if self.math.has_cell:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                got = (f"a {type(hx).__name__} of length {len(hx)}"
-                       if isinstance(hx, (tuple, list)) else type(hx).__name__)
-                raise TypeError(f"{argname} of an LSTM must be a pair ({hname}, {cname}) or "
-                                f"None; got {got}")
-            h, c = hx
-            return (None if h is None else self._check_state(hname, h, B, unbatched),
-                    None if c is None else self._check_state(cname, c, B, unbatched))
-        if isinstance(hx, (tuple, list)):
-            raise TypeError(f"{argname} of a {type(self).__name__} is one array {hname}; got a "
-                            f"{type(hx).__name__} (pairs (h, c) are for the LSTM)")
-        return self._check_state(hname, hx, B, unbatched), None
 
     # ---- forward ------------------------------------------------------------------------------
     def __call__(self, x: Array | OneHot, hx: State | None = None, lengths: Any = None
@@ -275,12 +278,8 @@ class RNNBase(Module):
         if not isinstance(x, OneHot):
             check.finite("x", x_given,
                          None if lens is None else self._valid_as_given(valid_mask(lens, T)))
-        h0, c0 = self._check_hx(hx, B, unbatched)
         L, K, H = self.num_layers, self.num_directions, self.hidden_size
-        if h0 is None:
-            h0 = np.zeros((L * K, B, H), self.dtype)
-        if c0 is None and self.math.has_cell:
-            c0 = np.zeros((L * K, B, H), self.dtype)
+        h0, c0 = _split_state(self, hx, "hx", ("h0", "c0"), (L * K, B, H), unbatched)
 
         perm = batch_sizes = valid = None
         if lens is not None and lens.min() < T:
@@ -325,9 +324,7 @@ class RNNBase(Module):
             mask = None
             if self.training and self.dropout > 0 and layer < L - 1:
                 # inverted dropout between layers, drawn in the caller's batch order
-                keep_p = 1.0 - self.dropout
-                mask = (self.rng.random((T, B, K * H)) < keep_p).astype(self.dtype)
-                mask /= self.dtype.type(keep_p)
+                mask = dropout_mask(self.rng, (T, B, K * H), self.dropout, self.dtype)
                 if perm is not None:
                     mask = mask[:, perm]
                 inp = y * mask
@@ -389,15 +386,10 @@ class RNNBase(Module):
             if cache.perm is not None and cache.valid is not None:
                 dy_s = dy_s[:, cache.perm]                        # a copy
                 dy_s[~cache.valid] = 0                            # padding has no effect
-        dh_n, dc_n = self._check_hx(dhn, B, unbatched, grad=True)
+        dh_n, dc_n = _split_state(self, dhn, "dhn", ("dh_n", "dc_n"), (L * K, B, H), unbatched)
         if cache.perm is not None:
-            dh_n = None if dh_n is None else dh_n[:, cache.perm]
+            dh_n = dh_n[:, cache.perm]
             dc_n = None if dc_n is None else dc_n[:, cache.perm]
-        zeros = np.zeros((L * K, B, H), self.dtype)
-        if dh_n is None:
-            dh_n = zeros
-        if dc_n is None and self.math.has_cell:
-            dc_n = zeros
 
         dh0 = np.empty((L * K, B, H), self.dtype)
         dc0 = np.empty((L * K, B, H), self.dtype) if self.math.has_cell else None
@@ -412,7 +404,7 @@ class RNNBase(Module):
                     self.math, lc.directions[d],
                     None if dout is None else dout[:, :, d * H:(d + 1) * H],
                     dh_n[idx], None if dc_n is None else dc_n[idx],
-                    self._grads_of(idx), reverse=d == 1)
+                    _pick(self._grads, _suffix(layer, d)), reverse=d == 1)
                 dh0[idx] = dh0_d
                 if dc0 is not None:
                     dc0[idx] = dc0_d
@@ -454,19 +446,10 @@ class RNN(RNNBase):
         x and y are (B, T, .) instead of (T, B, .); states stay (L*K, B, H), as in PyTorch.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, dropout: float = 0.0,
-                 bidirectional: bool = False, dtype: Any = np.float32,
-                 rng: np.random.Generator | int | None = None, *,
-                 batch_first: bool = False) -> None:
-        super().__init__(input_size, hidden_size, num_layers, nonlinearity, bias, dropout,
-                         bidirectional, dtype, rng, batch_first=batch_first)
-
     def _make_math(self, nonlinearity: str) -> CellMath:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+        math = RNNMath(nonlinearity)                 # raises ValueError for another name
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        return RNNMath(nonlinearity)
+        return math
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -529,23 +512,16 @@ class CellCache:
 
 
 class _CellBase(Module):
-    math: CellMath
+    math: CellMath                # the per-step math; stateless, so all GRUCells share one
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool,
-                 dtype: Any, rng: np.random.Generator | int | None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
         super().__init__(dtype)
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.bias: bool = check.check_scalar(bias, "bias", bool)
         self.rng = check_rng(rng)
-        G, H = self.math.gates, self.hidden_size
-        bound = 1.0 / np.sqrt(H)
-        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (G * H, self.input_size),
-                                              "weight_hh": (G * H, H)}
-        if self.bias:
-            shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
-        for name, shp in shapes.items():
-            self.register_parameter(name, _init_uniform(self.rng, shp, bound, self.dtype))
+        _register(self, "", self.input_size)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
@@ -559,32 +535,6 @@ class _CellBase(Module):
         check.shape(name, h, want, words)
         check.finite(name, h)
         return h[None] if unbatched else h
-
-    def _states(self, hx: Any, B: int, unbatched: bool, names: tuple[str, str], arg: str
-                ) -> tuple[Array, Array | None]:
-        H = self.hidden_size
-        h = c = None
-        if hx is not None:
-            if self.math.has_cell:
-                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                    raise TypeError(f"{arg} of an LSTMCell must be a pair ({names[0]}, "
-                                    f"{names[1]}) or None; got {type(hx).__name__}")
-                h = None if hx[0] is None else self._check_state(names[0], hx[0], B, unbatched)
-                c = None if hx[1] is None else self._check_state(names[1], hx[1], B, unbatched)
-            else:
-                if isinstance(hx, (tuple, list)):
-                    raise TypeError(f"{arg} of a {type(self).__name__} is one array; got a "
-                                    f"{type(hx).__name__}")
-                h = self._check_state(names[0], hx, B, unbatched)
-        if h is None:
-            h = np.zeros((B, H), self.dtype)
-        if c is None and self.math.has_cell:
-            c = np.zeros((B, H), self.dtype)
-        return h, c
-
-    def _weights(self) -> tuple[Array, Array, Array | None, Array | None]:
-        p = self._params
-        return p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")
 
     def __call__(self, x: Array, hx: State | None = None) -> State:
         """``h' = cell(x, h)`` (``(h', c') = cell(x, (h, c))`` for the LSTMCell)."""
@@ -607,9 +557,9 @@ class _CellBase(Module):
         if B == 0:
             raise ValueError("x has an empty batch (B = 0)")
         check.finite("x", x)
-        h, c = self._states(hx, B, unbatched, ("h", "c"), "hx")
+        h, c = _split_state(self, hx, "hx", ("h", "c"), (B, self.hidden_size), unbatched)
         out = np.empty((1, B, self.hidden_size), self.dtype)
-        h1, c1, dcache = direction_forward(self.math, x2[None], h, c, *self._weights(), out=out,
+        h1, c1, dcache = direction_forward(self.math, x2[None], h, c, *_pick(self._params), out=out,
                                            keep=keep)
         if unbatched:
             h1, c1 = h1[0], (None if c1 is None else c1[0])
@@ -622,10 +572,10 @@ class _CellBase(Module):
         check.cache(cache, CellCache, self, "the second value returned by this cell's forward()",
                     "cell")
         B = cache.direction.x.shape[1]
-        dh, dc = self._states(dhx_next, B, cache.unbatched, ("dh", "dc"), "dhx")
-        g = self._grads
-        grads = (g["weight_ih"], g["weight_hh"], g.get("bias_ih"), g.get("bias_hh"))
-        dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc, grads)
+        dh, dc = _split_state(self, dhx_next, "dhx", ("dh", "dc"), (B, self.hidden_size),
+                              cache.unbatched)
+        dx, dh0, dc0 = direction_backward(self.math, cache.direction, None, dh, dc,
+                                          _pick(self._grads))
         assert dx is not None
         dx = dx[0]
         if cache.unbatched:
@@ -639,8 +589,6 @@ class RNNCell(_CellBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", dtype: Any = np.float32,
                  rng: np.random.Generator | int | None = None) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
         self.math = RNNMath(nonlinearity)
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, dtype, rng)
@@ -649,19 +597,13 @@ class RNNCell(_CellBase):
 class GRUCell(_CellBase):
     """One step of :class:`GRU` (gate order r, z, n)."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
-        self.math = GRUMath()
-        super().__init__(input_size, hidden_size, bias, dtype, rng)
+    math = GRUMath()
 
 
 class LSTMCell(_CellBase):
     """One step of :class:`LSTM` (gate order i, f, g, o); state is the pair (h, c)."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 dtype: Any = np.float32, rng: np.random.Generator | int | None = None) -> None:
-        self.math = LSTMMath()
-        super().__init__(input_size, hidden_size, bias, dtype, rng)
+    math = LSTMMath()
 
 
 # the one table of cell names: every module that picks a layer or a cell by name imports it
