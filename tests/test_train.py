@@ -234,3 +234,11 @@ def test_a_second_trainer_on_the_same_directory_is_refused(tmp_path, corpus):
         Trainer(_cfg(corpus), tmp_path / "r", **_quiet())
     first.run()                                    # released at the end of the run
     Trainer(None, tmp_path / "r", resume=True, **_quiet()).close()
+
+
+def test_a_corpus_without_a_newline_trains_and_samples(tmp_path):
+    # the training log's samples start from a newline; a text with none must still work
+    one = tmp_path / "one.txt"
+    one.write_text("abc def ghi " * 400, encoding="utf-8")
+    s = Trainer(_cfg(one, max_steps=5), tmp_path / "r", **_quiet()).run()
+    assert s.step == 5 and s.best_val is not None

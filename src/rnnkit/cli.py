@@ -146,31 +146,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def _prime_ids(vocab: Any, text: str) -> list[int]:
-    from .text import tokenize
-
-    ids: list[int] = [] if vocab.start_id is None else [vocab.start_id]
-    if text:
-        toks = tokenize(text, vocab.level)
-        if vocab.level == "char":
-            unknown = sorted({t for t in toks if t not in vocab.stoi})
-            if unknown:
-                raise UsageError(f"--prime has {len(unknown)} character(s) the model never saw: "
-                               + " ".join(repr(u) for u in unknown[:30])
-                               + ". Use only characters of its training text "
-                               "(rnnkit info DIR lists the vocabulary).")
-        ids += [int(i) for i in vocab.encode(toks)]
-    if not ids:
-        ids = [int(vocab.encode(["\n"])[0])] if "\n" in vocab.stoi else [0]
-    return ids
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .generate import beam_search, check_sampling, sample
+    from .generate import beam_search, check_sampling, prime_ids, sample
 
     model, vocab, _ = load_language_model(args.run)
     check_sampling(args.temperature, args.top_k, args.top_p)
-    prime = _prime_ids(vocab, args.prime)
+    prime = prime_ids(vocab, args.prime)
     rng = np.random.default_rng(args.seed)
     shown = args.prime
     if args.beam:

@@ -23,6 +23,7 @@ from .functional import log_softmax
 from .models import LanguageModel
 from .module import eval_mode
 from .recurrent import State
+from .text import Vocab, tokenize
 
 Array = np.ndarray
 
@@ -35,6 +36,22 @@ def check_sampling(temperature: Any, top_k: Any, top_p: Any
             check_scalar(top_k, "top_k", int, min_val=1, allow_none=True),
             check_scalar(top_p, "top_p", float, min_val=0, max_val=1,
                          include_boundaries="right", allow_none=True))
+
+
+def prime_ids(vocab: Vocab, text: str = "") -> list[int]:
+    """What generation starts from: ``<start>`` (if the vocabulary has it) and the tokens of
+    ``text``; with neither, a newline (or id 0 where the text had none). A character the
+    model never saw is an error naming it (a word becomes ``<unk>`` where there is one)."""
+    ids = [] if vocab.start_id is None else [vocab.start_id]
+    if text:
+        toks = tokenize(text, vocab.level)
+        unknown = sorted({t for t in toks if t not in vocab.stoi})
+        if unknown and (vocab.level == "char" or vocab.unk_id is None):
+            raise ValueError(f"the prime has {len(unknown)} token(s) the model never saw: "
+                             + " ".join(repr(u) for u in unknown[:30]) + ". Use only those "
+                             "of its training text (rnnkit info DIR lists the vocabulary).")
+        ids += [int(i) for i in vocab.encode(toks)]
+    return ids or [vocab.stoi.get("\n", 0)]
 
 
 def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1.0,

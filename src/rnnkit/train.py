@@ -36,7 +36,7 @@ from . import checkpoint, optim
 from .checks import check_scalar
 from .corpora import load_corpus
 from .files import printable
-from .generate import sample
+from .generate import prime_ids, sample
 from .layers import softmax_cross_entropy
 from .models import LanguageModel, LMConfig
 from .module import eval_mode
@@ -300,16 +300,10 @@ def _finite(state: State) -> bool:
     return all(np.isfinite(a).all() for a in (state if isinstance(state, tuple) else (state,)))
 
 
-def sample_text(model: LanguageModel, vocab: Vocab, prime: str | None, length: int,
-                rng: np.random.Generator, temperature: float = 0.8) -> str:
-    """A sample for the training log: continue ``prime`` (default: a newline, or <start>)."""
-    if vocab.start_id is not None:
-        prime_ids = [vocab.start_id]
-    else:
-        p = prime if prime is not None else "\n"
-        toks = tokenize(p, vocab.level) or [vocab.itos[0]]
-        prime_ids = [int(i) for i in vocab.encode(toks)]
-    out = sample(model, prime_ids, length, rng=rng, temperature=temperature,
+def sample_text(model: LanguageModel, vocab: Vocab, length: int, rng: np.random.Generator,
+                temperature: float = 0.8) -> str:
+    """A sample for the training log, from ``<start>`` or a newline (``generate.prime_ids``)."""
+    out = sample(model, prime_ids(vocab), length, rng=rng, temperature=temperature,
                  end_id=vocab.end_id)
     if vocab.end_id is not None and out and out[-1] == vocab.end_id:
         out = out[:-1]
@@ -659,7 +653,7 @@ class Trainer:
             self.best_val = val
         text = ""
         if self.cfg.sample_length:
-            text = sample_text(self.model, self.data.vocab, None, self.cfg.sample_length,
+            text = sample_text(self.model, self.data.vocab, self.cfg.sample_length,
                                self.sample_rng, self.cfg.temperature)
         train = float(np.mean(window)) if window else None
         record = {"step": self.step, "train_loss": train, "val_loss": val,
