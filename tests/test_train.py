@@ -16,6 +16,7 @@ import pytest
 
 from rnnkit import checkpoint
 from rnnkit.cli import main
+from rnnkit.generate import score
 from rnnkit.rundir import load_language_model as model_from_checkpoint
 from rnnkit.train import TrainConfig, Trainer, TrainingError
 
@@ -242,3 +243,17 @@ def test_a_corpus_without_a_newline_trains_and_samples(tmp_path):
     one.write_text("abc def ghi " * 400, encoding="utf-8")
     s = Trainer(_cfg(one, max_steps=5), tmp_path / "r", **_quiet()).run()
     assert s.step == 5 and s.best_val is not None
+
+
+def test_cli_score_of_a_sentence_model_scores_each_line_with_its_markers(tmp_path, corpus,
+                                                                         capsys):
+    Trainer(_cfg(corpus, mode="sentence", max_steps=5), tmp_path / "r", **_quiet()).run()
+    model, vocab, _ = model_from_checkpoint(tmp_path / "r")
+    lines = [line.strip() for line in corpus.read_text().splitlines() if line.strip()]
+    want = sum(score(model, [vocab.start_id, *vocab.encode(list(line)), vocab.end_id])
+               .log_likelihood for line in lines)
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "r"), str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert f"{sum(len(line) + 1 for line in lines)} chars predicted" in out
+    assert f"log-likelihood {want:.2f} nats" in out

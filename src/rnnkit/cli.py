@@ -169,16 +169,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .generate import score
-    from .text import read_text, tokenize
+    from .generate import Score, score
+    from .text import iter_lines, read_text
 
     model, vocab, _ = load_language_model(args.run)
     text = read_text(args.file)
-    toks = tokenize(text, vocab.level)
-    ids = [int(i) for i in vocab.encode(toks)]
-    if vocab.start_id is not None:
-        ids = [vocab.start_id, *ids]
-    s = score(model, ids)
+    if vocab.start_id is None:                   # stream mode: the text as one stream
+        s = score(model, vocab.encode_text(text))  # no token list: the file may be large
+    else:                                        # sentence mode: each line <start> ... <end>
+        parts = [score(model, np.r_[vocab.start_id, vocab.encode_text(line), vocab.end_id])
+                 for line in iter_lines(text)]
+        if not parts:
+            raise UsageError(f"{args.file}: no line with text to score")
+        s = Score(sum(p.log_likelihood for p in parts), sum(p.tokens for p in parts))
     unit = "char" if vocab.level == "char" else "word"
     print(f"{printable(args.file, keep='')}: {s.tokens} {unit}s predicted | log-likelihood "
           f"{s.log_likelihood:.2f} nats | {s.nats_per_token:.4f} nats/{unit} | "
