@@ -257,3 +257,12 @@ def test_cli_score_of_a_sentence_model_scores_each_line_with_its_markers(tmp_pat
     out = capsys.readouterr().out
     assert f"{sum(len(line) + 1 for line in lines)} chars predicted" in out
     assert f"log-likelihood {want:.2f} nats" in out
+
+
+@pytest.mark.parametrize("argv", [["sample", "RUN", "--seed", "-1"], ["check", "--seed", "-2"],
+                                  ["sample", "RUN", "--top-p", "0"]])
+def test_cli_bad_numbers_name_their_flag(tmp_path, argv, capsys):
+    argv = [str(tmp_path) if a == "RUN" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"argument {argv[-2]}:" in err and err.count("\n") == 1

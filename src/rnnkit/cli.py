@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample only among the most likely tokens whose mass reaches p")
     s.add_argument("--beam", type=positive_int_arg, default=None,
                    help="beam search of this width for the most likely continuation")
-    s.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    s.add_argument("--seed", type=nonneg_int_arg, default=0,
+                   help="the same seed gives the same text")
     s.set_defaults(func=cmd_sample)
 
     sc = sub.add_parser("score", help="log-likelihood and perplexity of a text")
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"rnnkit.lab.{name}").add_commands(labsub)
 
     c = sub.add_parser("check", help="gradient-check every layer and cell (float64)")
-    c.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    c.add_argument("--seed", type=nonneg_int_arg, default=0, help="seed of weights and inputs")
     c.set_defaults(func=cmd_check)
     return p
 
