@@ -266,3 +266,45 @@ def test_cli_bad_numbers_name_their_flag(tmp_path, argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and f"argument {argv[-2]}:" in err and err.count("\n") == 1
+
+
+def _log(run: Path) -> list[dict]:
+    """Every record of a run's log without its timings (they differ between runs)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in rows]
+
+
+@pytest.mark.parametrize("where", ["between steps", "twice, inside the evaluation's sample",
+                                   "twice, inside a step"])
+def test_an_interrupted_and_resumed_run_logs_what_an_uninterrupted_one_does(
+        tmp_path, corpus, monkeypatch, where):
+    import rnnkit.optim
+    import rnnkit.train as train_mod
+
+    Trainer(_cfg(corpus, max_steps=16), tmp_path / "a", **_quiet()).run()
+    hits = {"n": 0}
+
+    def sigint(*_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    if where == "between steps":
+        run = Trainer(_cfg(corpus, max_steps=16), tmp_path / "b", **_quiet(
+            before_step=lambda step: sigint() if step == 7 else None))
+    else:       # a second Ctrl-C raises wherever the code is: nothing half-done is saved
+        target, name = ((train_mod, "sample_text") if "sample" in where
+                        else (rnnkit.optim, "clip_grad_norm_"))
+        real = getattr(target, name)
+
+        def twice(*a: object, **kw: object) -> object:
+            hits["n"] += 1
+            if hits["n"] == (2 if "sample" in where else 8):
+                sigint()
+                sigint()
+            return real(*a, **kw)
+
+        monkeypatch.setattr(target, name, twice)
+        run = Trainer(_cfg(corpus, max_steps=16), tmp_path / "b", **_quiet())
+    assert run.run().stopped_by == "interrupted"
+    monkeypatch.undo()
+    Trainer(None, tmp_path / "b", resume=True, **_quiet()).run()
+    assert _log(tmp_path / "b") == _log(tmp_path / "a")

@@ -419,6 +419,7 @@ class Trainer:
         self.skipped = 0
         self.bad_streak = 0
         self.carry: State | None = None
+        self.window: list[float] = []      # train losses since the last evaluation
         self._last_saved = 0
         if saved:
             self._restore(*saved)
@@ -473,6 +474,7 @@ class Trainer:
             "record": record,
             "skipped_steps": self.skipped,
             "bad_streak": self.bad_streak,
+            "window": self.window,
             "data": self.data.train.state_dict(),
             "rng": {"model": self.model.rng.bit_generator.state,
                     "sample": self.sample_rng.bit_generator.state},
@@ -494,20 +496,26 @@ class Trainer:
             self.model.rng.bit_generator.state = meta["rng"]["model"]
             self.sample_rng.bit_generator.state = meta["rng"]["sample"]
             self.step = check_scalar(meta["step"], "step", int, min_val=0)
-            self.train_seconds = float(meta["train_seconds"])
-            self.best_val = meta["best_val"]
-            self.best_step = meta.get("best_step")
-            self.skipped = int(meta["skipped_steps"])
-            self.bad_streak = int(meta["bad_streak"])
+            self.train_seconds = check_scalar(meta["train_seconds"], "train_seconds", float,
+                                              min_val=0)
+            self.best_val = check_scalar(meta["best_val"], "best_val", float, allow_none=True)
+            self.best_step = check_scalar(meta.get("best_step"), "best_step", int, min_val=0,
+                                          allow_none=True)
+            self.skipped = check_scalar(meta["skipped_steps"], "skipped_steps", int, min_val=0)
+            self.bad_streak = check_scalar(meta["bad_streak"], "bad_streak", int, min_val=0)
+            self.window = [check_scalar(x, "window", float) for x in meta.get("window", [])]
+            record = meta.get("record")
+            if record is not None and not isinstance(record, dict):
+                raise ValueError(f"its record is a {type(record).__name__}, not a dict")
             if "carry.h" in tensors:
                 h = tensors["carry.h"].astype(self.model.dtype)
                 self.carry = (h, tensors["carry.c"].astype(self.model.dtype)) \
                     if "carry.c" in tensors else h
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, OverflowError) as e:
             raise checkpoint.CheckpointError(f"{self.run_dir.last}: cannot resume from it: "
                                              f"{e}") from e
         self._last_saved = self.step
-        self.run_dir.reconcile(self.step, meta.get("record"))
+        self.run_dir.reconcile(self.step, record)
         self.run_dir.repair_best()
 
     def save(self, best: bool = False, record: dict[str, Any] | None = None) -> None:
@@ -592,7 +600,7 @@ class Trainer:
         last_loss: float | None = None
         val: float | None = None
         tokens_per_step = cfg.batch_size * cfg.seq_len
-        window: list[float] = []
+        at_once = False
         with _interruptible() as interrupted:
             try:
                 while True:
@@ -614,25 +622,31 @@ class Trainer:
                     self.train_seconds += dt
                     if loss is not None:
                         last_loss = loss
-                        window.append(loss)
+                        self.window.append(loss)
                     bar.update(self.step, loss, tokens_per_step / dt, self.train_seconds)
                     self.run_dir.append({"step": self.step, "loss": loss,
                                          "train_seconds": round(self.train_seconds, 4),
                                          "lr": self.opt.lr})
                     if self.step % cfg.eval_interval == 0:
-                        val = self._evaluate(bar, window)
-                        window = []
-            except KeyboardInterrupt:
-                stopped_by = "interrupted"
+                        val = self._evaluate(bar)
+            except KeyboardInterrupt:   # a second Ctrl-C, anywhere: keep the last checkpoint
+                stopped_by, at_once = "interrupted", True
             except TrainingError:
                 bar.close()
                 raise
+        if at_once:                                   # the state may be half a step
+            bar.close()
+            print(f"interrupted twice: stopped at once, nothing saved; "
+                  f"{printable(self.run_dir.last)} (step {self._last_saved}) is kept; continue "
+                  f"with: rnnkit train --resume --out {printable(self.out)}", file=self.log)
+            return Summary(self._last_saved, last_loss, val, self.best_val, self.train_seconds,
+                           stopped_by, self.skipped, self.out)
         if self.step != self._last_saved:            # steps since the last checkpoint
             if stopped_by == "interrupted":
                 self.run_dir.sync()
                 self.save()                           # save at once, no evaluation
             else:
-                val = self._evaluate(bar, window)     # evaluates, samples and saves
+                val = self._evaluate(bar)             # evaluates, samples and saves
         bar.close()
         if stopped_by == "interrupted":
             print(f"interrupted: saved step {self.step} to {printable(self.run_dir.last)}; "
@@ -645,7 +659,7 @@ class Trainer:
         return Summary(self.step, last_loss, val, self.best_val, self.train_seconds,
                        stopped_by, self.skipped, self.out)
 
-    def _evaluate(self, bar: _Progress, window: list[float]) -> float:
+    def _evaluate(self, bar: _Progress) -> float:
         t0 = time.perf_counter()
         val = evaluate(self.model, self.data.val)
         best = math.isfinite(val) and (self.best_val is None or val < self.best_val)
@@ -655,7 +669,8 @@ class Trainer:
         if self.cfg.sample_length:
             text = sample_text(self.model, self.data.vocab, self.cfg.sample_length,
                                self.sample_rng, self.cfg.temperature)
-        train = float(np.mean(window)) if window else None
+        train = float(np.mean(self.window)) if self.window else None
+        self.window = []
         record = {"step": self.step, "train_loss": train, "val_loss": val,
                   "val_ppl": math.exp(min(val, 700)), "val_bpc": val / math.log(2),
                   "train_seconds": round(self.train_seconds, 4),
