@@ -414,3 +414,62 @@ def test_append_line_refuses_a_fifo_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "log")
     with pytest.raises(FileError, match="not a regular file"):
         append_line(tmp_path / "log", "{}")
+
+
+@pytest.mark.parametrize("line", [b"[" * 200_000, b'{"step": 1' + b"0" * 400 + b"}",
+                                  b'{"step": 1e999}', b"\xff\xfe garbage"])
+def test_hostile_log_lines_are_skipped_not_raised(tmp_path, line):
+    rd = RunDir(tmp_path)
+    _write_log(rd, [_rec(1), _rec(2)])
+    with open(rd.metrics, "ab") as f:
+        f.write(line + b"\n")
+    assert [r["step"] for r in rd.records()] == [1, 2]
+    rd.reconcile(2, None)
+    assert [r["step"] for r in _lines(rd.metrics)] == [1, 2]
+    rd.plot()
+
+
+def test_reconcile_never_appends_through_a_hard_link(tmp_path, corpus):
+    Trainer(_cfg(corpus), tmp_path / "r", **_quiet()).run()
+    outside = tmp_path / "important.log"
+    os.link(tmp_path / "r" / "metrics.jsonl", outside)
+    before = outside.read_bytes()
+    Trainer(None, tmp_path / "r", resume=True, overrides={"max_steps": 14},
+            **_quiet()).run()
+    assert outside.read_bytes() == before
+    assert os.stat(tmp_path / "r" / "metrics.jsonl").st_nlink == 1
+
+
+@pytest.mark.parametrize("broken", ["best", "last"])
+def test_one_damaged_checkpoint_does_not_hide_the_other(tmp_path, corpus, broken):
+    Trainer(_cfg(corpus), tmp_path / "r", **_quiet()).run()
+    path = tmp_path / "r" / f"{broken}.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    load_language_model(tmp_path / "r")                   # the other one
+    if broken == "best":                                  # last is a new best: best restored
+        Trainer(None, tmp_path / "r", resume=True, overrides={"max_steps": 14},
+                **_quiet()).run()
+        checkpoint.load(path)
+
+
+def test_a_refused_run_leaves_no_directory_behind(tmp_path, corpus):
+    with pytest.raises(ValueError):
+        Trainer(_cfg(tmp_path / "missing.txt"), tmp_path / "a" / "b", **_quiet())
+    with pytest.raises(ValueError):
+        Trainer(None, tmp_path / "c", resume=True, **_quiet())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.txt"]
+
+
+@pytest.mark.parametrize("change", [{"train_seconds": 10**400}, {"best_val": "x"},
+                                    {"best_step": "zz"}, {"record": [1, 2]},
+                                    {"window": ["a"]}, {"train": {"lr": 10**400}}])
+def test_a_resume_from_crafted_state_is_one_checkpoint_error(tmp_path, corpus, change):
+    Trainer(_cfg(corpus), tmp_path / "r", **_quiet()).run()
+    last = tmp_path / "r" / "last.safetensors"
+    tensors, meta = checkpoint.load(last)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "rnnkit_version")}
+    if "train" in change:
+        change = {"train": {**meta["train"], **change["train"]}}
+    checkpoint.save(last, tensors, {**meta, **change})
+    with pytest.raises(checkpoint.CheckpointError, match="cannot resume|not a usable"):
+        Trainer(None, tmp_path / "r", resume=True, **_quiet())

@@ -52,7 +52,7 @@ def check_scalar(x: Any, name: str, target_type: type | tuple[type, ...], *,
     if isinstance(x, (np.integer, np.floating, np.bool_)):
         x = x.item()
     if float in types and int not in types:
-        x = float(x)
+        x = float(x) if not isinstance(x, int) or abs(x) < 2**1023 else math.inf
     if isinstance(x, float) and not math.isfinite(x):
         raise ValueError(f"{name} must be {kind} (finite); got {x}")
     lo_ok = min_val is None or (x >= min_val if include_boundaries in ("both", "left")

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -200,8 +200,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     files = [run] if not run.is_dir() else [f for f in (rd.last, rd.best) if f.is_file()]
     if not files:
         raise UsageError(f"{run}: no {rd.last.name} or {rd.best.name} here")
+    failed = 0
     for f in files:
-        meta = checkpoint.read_meta(f)
+        try:                    # a damaged last does not hide a good best, nor the reverse
+            meta = checkpoint.read_meta(f)
+        except checkpoint.CheckpointError as e:
+            print(f"error: {printable(e, keep='')}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:           # ensure_ascii: every control character comes out escaped
             print(json.dumps(meta, indent=1))
             continue
@@ -221,11 +227,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  training step {meta.get('step')}, epoch {meta.get('epoch')}, "
             f"{_minutes(meta.get('train_seconds'))}; {t.get('optimizer')} lr {t.get('lr')}, "
             f"batch {t.get('batch_size')} x {t.get('seq_len')}"]
-        if isinstance(best, (int, float)) and math.isfinite(best):
+        if _real(best):
             lines.append(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} "
                          f"bits), perplexity {math.exp(min(best, 700)):.3f}")
         print("\n".join(printable(line, keep="") for line in lines))
-    return 0
+    return 2 if failed else 0
 
 
 def _dict(x: Any) -> dict[str, Any]:
@@ -233,7 +239,11 @@ def _dict(x: Any) -> dict[str, Any]:
 
 
 def _minutes(x: Any) -> str:
-    return f"{x / 60:.1f} min" if isinstance(x, (int, float)) and math.isfinite(x) else "? min"
+    return f"{x / 60:.1f} min" if _real(x) else "? min"
+
+
+def _real(x: Any) -> TypeGuard[float]:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and -1e300 < x < 1e300
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ What holds after a kill at any instant:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -52,6 +53,7 @@ class RunDir:
         self.metrics = self.path / METRICS
         self.plot_path = self.path / PLOT
         self._lock: Any = None
+        self._made: list[Path] = []
 
     # ---- the lock ------------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -59,6 +61,7 @@ class RunDir:
         it gets a RunDirError. Removes temporary files a killed writer left."""
         if self._lock is not None:
             return
+        self._made = [d for d in (self.path, *self.path.parents) if not d.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK
@@ -90,14 +93,21 @@ class RunDir:
         files.remove_temp_files(self.path)
         for q in (self.last, self.best, self.metrics, self.plot_path):
             if q.exists() and not q.is_file() and not q.is_symlink():
-                self.release()
+                self.release(undo=True)
                 raise RunDirError(f"{q}: is not a regular file, so the run cannot write it; "
                                   "remove it or choose another --out")
 
-    def release(self) -> None:
+    def release(self, *, undo: bool = False) -> None:
+        """Let the lock go; ``undo``: also remove the directories ``acquire`` made if nothing
+        but the lock is in them (a run refused before it wrote anything leaves no trace)."""
         if self._lock is not None:
             self._lock.close()            # closing the descriptor releases the flock
             self._lock = None
+            if undo and self._made and [q.name for q in self.path.iterdir()] == [LOCK]:
+                (self.path / LOCK).unlink()
+                for d in self._made:      # deepest first
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
 
     def __enter__(self) -> RunDir:
         self.acquire()
@@ -124,19 +134,20 @@ class RunDir:
         if not has_best and not has_last:
             raise RunDirError(f"{self.path}: no {BEST} or {LAST} here; is it the --out "
                               "directory of rnnkit train?")
-        if not has_best:
-            return self.last
-        if has_last and _lags(checkpoint.read_meta(self.best), checkpoint.read_meta(self.last)):
-            return self.last
-        return self.best
+        if not (has_best and has_last):
+            return self.best if has_best else self.last
+        best, last = _meta_or_none(self.best), _meta_or_none(self.last)
+        if best is None or last is None:     # one is damaged: the other, which load checks
+            return self.last if best is None else self.best
+        return self.last if _lags(best, last) else self.best
 
     def repair_best(self) -> None:
         """Make ``best`` a copy of ``last`` where a kill left it behind (call under the lock)."""
         if not self.last.is_file():
             return
         last = checkpoint.read_meta(self.last)
-        if _is_best(last) and (not self.best.is_file()
-                               or _lags(checkpoint.read_meta(self.best), last)):
+        best = _meta_or_none(self.best) if self.best.is_file() else None
+        if _is_best(last) and (best is None or _lags(best, last)):
             files.write_atomic(self.best, files.read_bytes(self.last, "checkpoint"))
 
     # ---- the metrics log -----------------------------------------------------------------------
@@ -167,9 +178,11 @@ class RunDir:
         if record is not None and record not in keep:
             keep.append(_parse(_dumps(record).encode()) or record)
         data = "".join(_dumps(r) + "\n" for r in keep).encode()
-        try:
-            same = files.read_bytes(self.metrics, "metrics log") == data
-        except files.FileError:
+        try:        # rewritten unless it is already exactly this, in a file of its own
+            st = os.lstat(self.metrics)
+            same = stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and \
+                files.read_bytes(self.metrics, "metrics log") == data
+        except (OSError, files.FileError):
             same = False
         if not same:
             files.write_atomic(self.metrics, data)
@@ -199,6 +212,13 @@ class RunDir:
         files.write_figure(self.plot_path, fig)
 
 
+def _meta_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return checkpoint.read_meta(path)
+    except CheckpointError:
+        return None
+
+
 def _lags(best_meta: dict[str, Any], last_meta: dict[str, Any]) -> bool:
     """Is ``best`` older than a ``last`` that was itself a new best?"""
     b, l_ = best_meta.get("step"), last_meta.get("step")
@@ -210,7 +230,7 @@ def _is_best(meta: dict[str, Any]) -> bool:
 
 
 def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e300
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -222,7 +242,7 @@ def _dumps(record: dict[str, Any]) -> str:
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         r = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):      # a torn, foreign or hostile line
         return None
     return r if isinstance(r, dict) and _num(r.get("step")) else None
 

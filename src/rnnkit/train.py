@@ -378,7 +378,7 @@ class Trainer:
         try:
             self._setup(cfg, resume, dict(overrides or {}))
         except BaseException:
-            self.run_dir.release()
+            self.run_dir.release(undo=True)
             raise
 
     def _setup(self, cfg: TrainConfig | None, resume: bool, overrides: dict[str, Any]) -> None:
