@@ -471,5 +471,5 @@ def test_a_resume_from_crafted_state_is_one_checkpoint_error(tmp_path, corpus, c
     if "train" in change:
         change = {"train": {**meta["train"], **change["train"]}}
     checkpoint.save(last, tensors, {**meta, **change})
-    with pytest.raises(checkpoint.CheckpointError, match="cannot resume|not a usable"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"cannot resume|not a usable"):
         Trainer(None, tmp_path / "r", resume=True, **_quiet())
