@@ -473,3 +473,10 @@ def test_a_resume_from_crafted_state_is_one_checkpoint_error(tmp_path, corpus, c
     checkpoint.save(last, tensors, {**meta, **change})
     with pytest.raises(checkpoint.CheckpointError, match=r"cannot resume|not a usable"):
         Trainer(None, tmp_path / "r", resume=True, **_quiet())
+
+
+def test_a_new_run_is_refused_where_another_run_left_a_best(tmp_path, corpus):
+    Trainer(_cfg(corpus), tmp_path / "r", **_quiet()).run()
+    (tmp_path / "r" / "last.safetensors").unlink()
+    with pytest.raises(FileExistsError, match=r"best\.safetensors"):
+        Trainer(_cfg(corpus), tmp_path / "r", **_quiet())

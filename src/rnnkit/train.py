@@ -392,9 +392,11 @@ class Trainer:
             self.cfg = self._resumed_config(TrainConfig.from_json(saved[1]["train"]), overrides)
         else:
             assert cfg is not None
-            if self.run_dir.has_run():
-                raise FileExistsError(f"{self.out} already holds a run ({self.run_dir.last.name})"
-                                      "; use --resume to continue it or another --out")
+            held = [f.name for f in (self.run_dir.last, self.run_dir.best)
+                    if f.exists() or f.is_symlink()]
+            if held:            # a best alone is still another run's model: never mixed in
+                raise FileExistsError(f"{self.out} already holds a run ({', '.join(held)}); use "
+                                      "--resume to continue it, or another --out")
             self.cfg = cfg
         cfg = self.cfg
         vocab = Vocab.from_json(saved[1]["vocab"]) if saved else None
