@@ -654,10 +654,7 @@ class Trainer:
             print(f"interrupted: saved step {self.step} to {printable(self.run_dir.last)}; "
                   f"continue with: rnnkit train --resume --out {printable(self.out)}",
                   file=self.log)
-        try:
-            self.run_dir.plot()
-        except ImportError:
-            print("(matplotlib is not installed: no loss.png)", file=self.log)
+        self.run_dir.plot()
         return Summary(self.step, last_loss, val, self.best_val, self.train_seconds,
                        stopped_by, self.skipped, self.out)
 
@@ -710,7 +707,8 @@ def _expect_resumable(meta: dict[str, Any], specs: checkpoint.Specs) -> None:
 
 
 class _Progress:
-    """tqdm progress bar with loss, tokens/s and the remaining budget; plain lines without."""
+    """tqdm progress bar with loss, tokens/s and the remaining budget; plain lines without
+    (``--no-progress``)."""
 
     def __init__(self, cfg: TrainConfig, step: int, seconds: float, enabled: bool,
                  log: TextIO) -> None:
@@ -718,14 +716,10 @@ class _Progress:
         self.log = log
         self.bar: Any = None
         if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                total = cfg.max_steps
-                self.bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
-                                file=sys.stderr, leave=False)
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=step, unit="step",
+                            dynamic_ncols=True, file=sys.stderr, leave=False)
 
     def update(self, step: int, loss: float | None, tok_s: float, seconds: float) -> None:
         if self.bar is None:

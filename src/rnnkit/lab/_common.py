@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -151,11 +150,7 @@ def add_seed_and_out(p: Any, name: str, seeded: str, files: str, func: Any, **kw
 
 
 def write_plot(plot: Callable[[Path], None], out: Path, name: str) -> None:
-    """``plot(out / name)``, ``out`` created if missing, and one line saying where; without
-    matplotlib, one line saying there is no plot."""
-    if importlib.util.find_spec("matplotlib") is None:
-        print("(matplotlib is not installed: no plot)")
-        return
+    """``plot(out / name)``, ``out`` created if missing, and one line saying where."""
     out.mkdir(parents=True, exist_ok=True)
     plot(out / name)
     print(f"wrote {out / name}")

@@ -578,10 +578,7 @@ def cmd_lab_neurons(args: Any) -> int:
     cfg = model.config
     unit = "char" if vocab.level == "char" else "token"
     page = render_html(acts, found, f"rnnkit lab neurons: {args.run}")
-    try:
-        png: bytes | None = render_png(acts, found, width=args.png_tokens)
-    except ImportError:
-        png = None
+    png = render_png(acts, found, width=args.png_tokens)
     unk = f", {enc.unknown} as <unk>" if enc.unknown else ""
     print(f"{args.run}: {cfg.num_layers} x {cfg.hidden_size} {cfg.cell.upper()}, {vocab.level} "
           f"level; {len(acts.units)} units ({'h and c' if cfg.cell == 'lstm' else 'h'} of "
@@ -593,10 +590,6 @@ def cmd_lab_neurons(args: Any) -> int:
     print(neurons_table(found))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(html_path, page.encode("utf-8"))
-    print(f"\nhtml: {html_path}")
-    if png is None:
-        print("(matplotlib is not installed: no plot)")
-    else:
-        write_atomic(png_path, png)
-        print(f"plot: {png_path}")
+    write_atomic(png_path, png)
+    print(f"\nhtml: {html_path}\nplot: {png_path}")
     return 0
