@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnkit.files import write_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -154,6 +156,6 @@ def write_json(name: str, payload: dict[str, Any], quick: bool) -> Path:
     never overwrites a real result)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    write_atomic(path, (json.dumps(payload, indent=1) + "\n").encode())
     print(f"results written to {path.relative_to(RESULTS.parent.parent)}")
     return path

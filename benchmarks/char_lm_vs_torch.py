@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from rnnkit import optim
+from rnnkit.files import write_atomic, write_figure
 from rnnkit.layers import softmax_cross_entropy
 from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.recurrent import LAYERS
@@ -161,7 +162,7 @@ def main() -> None:
           f"{seconds['t'] / seconds['np']:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "worst_gap": worst}, indent=1))
+    write_atomic(out, json.dumps({"rows": rows, "worst_gap": worst}, indent=1).encode())
     try:
         import matplotlib
 
@@ -181,7 +182,7 @@ def main() -> None:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
-        fig.savefig(out.with_suffix(".png"), dpi=100)
+        write_figure(out.with_suffix(".png"), fig)
     except ImportError:
         pass
     if not math.isfinite(worst):

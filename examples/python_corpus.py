@@ -18,6 +18,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from rnnkit.files import write_atomic
+
 MODULES = (
     "argparse", "ast", "bisect", "calendar", "codecs", "collections/__init__", "configparser",
     "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "enum",
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not in {lib}: {', '.join(missing)}", file=sys.stderr)
         return 2
     text = "".join((lib / f"{m}.py").read_text(encoding="utf-8") for m in MODULES)
-    Path(args.out).write_text(text, encoding="utf-8")
+    write_atomic(args.out, text.encode("utf-8"))
     print(f"{args.out}: {len(text):,} characters from {len(MODULES)} modules of {lib}; "
           f"held out: {lib / f'{HELD_OUT}.py'}")
     return 0

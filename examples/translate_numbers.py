@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.files import write_figure
 from rnnkit.optim import Adam, CosineAnnealingLR, clip_grad_norm_
 from rnnkit.seq2seq import Seq2Seq, Seq2SeqConfig, Translation, sequence_loss
 from rnnkit.tasks import (
@@ -130,8 +131,7 @@ def heatmap(path: str, number: int, tr: Translation, source: str) -> None:
     ax.set_title(f"attention: {number}" + ("" if cjk else f"\n{' '.join(rows)}"))
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(path, fig)                 # atomic, never through a link; closes the figure
 
 
 def main(argv: list[str] | None = None) -> int:
