@@ -63,14 +63,14 @@ def write_atomic(path: Path_, data: bytes) -> None:
             raise FileError(f"{target}: could not write ({e.strerror}); the previous file is "
                             "untouched. Check free disk space and permissions.") from e
         raise
-    fsync_directory(target.parent)
+    fsync(target.parent)
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make a rename durable. Where the OS refuses (some file systems) the file is still the
-    old or the new one, never a mix, so carry on."""
+def fsync(path: Path_) -> None:
+    """Flush a file or a directory (a rename in it) to disk (it writes nothing). Where the
+    OS refuses (some file systems) the file is still the old or the new one, so carry on."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -134,16 +134,6 @@ def append_line(path: Path_, line: str, *, sync: bool = False) -> None:
                             "before. Check free disk space.") from e
     finally:
         os.close(fd)
-
-
-def fsync_file(path: Path_) -> None:
-    """Flush ``path`` (not through a link) to disk."""
-    with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW | CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _link_or(p: Path, e: OSError, what: str) -> str:

@@ -160,7 +160,7 @@ class RunDir:
         files.append_line(self.metrics, _dumps(record), sync=sync)
 
     def sync(self) -> None:
-        files.fsync_file(self.metrics)
+        files.fsync(self.metrics)
 
     def records(self) -> list[dict[str, Any]]:
         """Every whole record of the log; a torn or foreign line is skipped, never raised."""
