@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..files import write_figure
+from ..files import printable, write_figure
 from ..optim import Adam, clip_grad_norm_
 from ..recurrent import LAYERS
 
@@ -153,7 +153,7 @@ def write_plot(plot: Callable[[Path], None], out: Path, name: str) -> None:
     """``plot(out / name)``, ``out`` created if missing, and one line saying where."""
     out.mkdir(parents=True, exist_ok=True)
     plot(out / name)
-    print(f"wrote {out / name}")
+    print(f"wrote {printable(out / name, keep='')}")
 
 
 def check_cells(cells: list[str] | tuple[str, ...]) -> tuple[str, ...]:

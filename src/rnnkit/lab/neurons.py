@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import UsageError, check_scalar, nonneg_int_arg, positive_int, positive_int_arg
-from ..files import write_atomic
+from ..files import printable, write_atomic
 from ..models import LanguageModel
 from ..text import Vocab, detokenize, tokenize
 from ._common import add_seed_and_out, pyplot
@@ -580,16 +580,16 @@ def cmd_lab_neurons(args: Any) -> int:
     page = render_html(acts, found, f"rnnkit lab neurons: {args.run}")
     png = render_png(acts, found, width=args.png_tokens)
     unk = f", {enc.unknown} as <unk>" if enc.unknown else ""
-    print(f"{args.run}: {cfg.num_layers} x {cfg.hidden_size} {cfg.cell.upper()}, {vocab.level} "
-          f"level; {len(acts.units)} units ({'h and c' if cfg.cell == 'lstm' else 'h'} of "
+    print(f"{printable(args.run, keep='')}: {cfg.num_layers} x {cfg.hidden_size} "
+          f"{cfg.cell.upper()}, {vocab.level} level; {len(acts.units)} units ({'h and c' if cfg.cell == 'lstm' else 'h'} of "
           f"every layer)")
-    print(f"text: {source}, {unit}s {args.start}..{args.start + len(enc.tokens) - 1} "
-          f"({len(enc.tokens)} {unit}s{unk})")
+    print(f"text: {printable(source, keep='')}, {unit}s {args.start}.."
+          f"{args.start + len(enc.tokens) - 1} ({len(enc.tokens)} {unit}s{unk})")
     print("r: Pearson correlation of the unit's value after each token with the feature; "
           "untrained: the best |r| of any unit of an untrained model of the same shape\n")
     print(neurons_table(found))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(html_path, page.encode("utf-8"))
     write_atomic(png_path, png)
-    print(f"\nhtml: {html_path}\nplot: {png_path}")
+    print(f"\nhtml: {printable(html_path, keep='')}\nplot: {printable(png_path, keep='')}")
     return 0
