@@ -581,8 +581,8 @@ def cmd_lab_neurons(args: Any) -> int:
     png = render_png(acts, found, width=args.png_tokens)
     unk = f", {enc.unknown} as <unk>" if enc.unknown else ""
     print(f"{printable(args.run, keep='')}: {cfg.num_layers} x {cfg.hidden_size} "
-          f"{cfg.cell.upper()}, {vocab.level} level; {len(acts.units)} units ({'h and c' if cfg.cell == 'lstm' else 'h'} of "
-          f"every layer)")
+          f"{cfg.cell.upper()}, {vocab.level} level; {len(acts.units)} units "
+          f"({'h and c' if cfg.cell == 'lstm' else 'h'} of every layer)")
     print(f"text: {printable(source, keep='')}, {unit}s {args.start}.."
           f"{args.start + len(enc.tokens) - 1} ({len(enc.tokens)} {unit}s{unk})")
     print("r: Pearson correlation of the unit's value after each token with the feature; "
