@@ -54,7 +54,7 @@ tutorial bias stands for the sum b_ih + b_hh, its gradient is the gradient of bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -394,6 +394,51 @@ def rnn_loss_and_gradients(x: Array, y_true: Array, s0: Array, parameters: Param
 
 
 # --------------------------------------------------------------------------------------------
+# the loops of rnn_forward and rnn_backward, written once for the GRU and the LSTM
+# --------------------------------------------------------------------------------------------
+
+
+def _forward_loop(cell: Callable[..., tuple[Any, ...]], x: Array,
+                  state0: tuple[Array | None, ...], parameters: Params
+                  ) -> tuple[list[Array], Array, list[Any]]:
+    """rnn_forward's loop over a state ``(s,)`` or ``(s, c)`` (None: zeros); returns its steps."""
+    _, m, T = x.shape
+    n_y, n_s = parameters["V"].shape
+    dtype = np.result_type(x, state0[0], *parameters.values())
+    states = [np.zeros((n_s, m, T), dtype) for _ in state0]
+    y = np.zeros((n_y, m, T), dtype)
+    caches = []
+    state = [np.zeros((n_s, m), dtype) if a is None else a for a in state0]
+    for t in range(T):
+        *state, out_pred, cache = cell(x[:, :, t], *state, parameters)   # (*state', ŷ, cache)
+        for seq, a in zip(states, state, strict=True):
+            seq[:, :, t] = a
+        y[:, :, t] = out_pred
+        caches.append(cache)
+    return states, y, caches
+
+
+def _backward_loop(cell_backward: Callable[..., dict[str, Array]], keys: tuple[str, ...],
+                   ds: Array, caches: list[Any], dlast: tuple[Array | None, ...]
+                   ) -> dict[str, Array]:
+    """rnn_backward's loop over a state ``(s,)`` or ``(s, c)``; ``dlast``: the gradients
+    reaching the last state from beyond step T, ``(None,)`` or ``(None, dc_last)`` (None: 0)."""
+    _, s0, x_1, parameters, _ = caches[0]
+    n_s, m, T = ds.shape
+    dtype = np.result_type(ds, x_1, s0, *parameters.values())
+    dx = np.zeros((x_1.shape[0], m, T), dtype)
+    grads = {"d" + k: np.zeros(parameters[k].shape, dtype) for k in keys}
+    dstate = [np.zeros((n_s, m), dtype) if d is None else d for d in dlast]
+    for t in reversed(range(T)):
+        gradients = cell_backward(ds[:, :, t] + dstate[0], *dstate[1:], caches[t])
+        dx[:, :, t] = gradients["dx_t"]
+        dstate = [gradients[k] for k in ("ds_prev", "dc_prev")[:len(dstate)]]
+        for k in grads:
+            grads[k] += gradients[k]
+    return {"dx": dx, **dict(zip(("ds0", "dc0"), dstate, strict=False)), **grads}
+
+
+# --------------------------------------------------------------------------------------------
 # GRU
 # --------------------------------------------------------------------------------------------
 
@@ -438,7 +483,7 @@ def gru_cell_forward(x_t: Array, s_prev: Array, parameters: Params
 
 def gru_forward(x: Array, s0: Array, parameters: Params
                 ) -> tuple[Array, Array, list[GRUCache]]:
-    """The GRU over a whole sequence: ``gru_cell_forward`` for t = 1 ... T, from ``s0``.
+    """The GRU over a whole sequence: the loop of ``rnn_forward``, with ``gru_cell_forward``.
 
     Parameters
     ----------
@@ -454,18 +499,7 @@ def gru_forward(x: Array, s0: Array, parameters: Params
     caches : list of T caches
     """
     _check_sequence(x, s0, parameters, GRU_KEYS)
-    _, m, T = x.shape
-    n_y, n_s = parameters["V"].shape
-    dtype = np.result_type(x, s0, *parameters.values())
-    s = np.zeros((n_s, m, T), dtype)
-    y = np.zeros((n_y, m, T), dtype)
-    caches = []
-    s_next = s0
-    for t in range(T):
-        s_next, out_pred, cache = gru_cell_forward(x[:, :, t], s_next, parameters)
-        s[:, :, t] = s_next
-        y[:, :, t] = out_pred
-        caches.append(cache)
+    [s], y, caches = _forward_loop(gru_cell_forward, x, (s0,), parameters)
     return s, y, caches
 
 
@@ -521,7 +555,7 @@ def gru_cell_backward(ds_next: Array, cache: GRUCache) -> dict[str, Array]:
 
 
 def gru_backward(ds: Array, caches: list[GRUCache]) -> dict[str, Array]:
-    """Backpropagation through time for ``gru_forward``; see ``rnn_backward``.
+    """BPTT for ``gru_forward``: the loop of ``rnn_backward``, with ``gru_cell_backward``.
 
     Parameters
     ----------
@@ -537,19 +571,7 @@ def gru_backward(ds: Array, caches: list[GRUCache]) -> dict[str, Array]:
         (``dUr ... dbn_s``), summed over the steps.
     """
     _check_ds(ds, caches)
-    _, s0, x_1, parameters, _ = caches[0]
-    n_s, m, T = ds.shape
-    dtype = np.result_type(ds, x_1, s0, *parameters.values())
-    dx = np.zeros((x_1.shape[0], m, T), dtype)
-    grads = {"d" + k: np.zeros(parameters[k].shape, dtype) for k in GRU_KEYS}
-    ds_prevt = np.zeros((n_s, m), dtype)
-    for t in reversed(range(T)):
-        gradients = gru_cell_backward(ds[:, :, t] + ds_prevt, caches[t])
-        dx[:, :, t] = gradients["dx_t"]
-        ds_prevt = gradients["ds_prev"]
-        for k in grads:
-            grads[k] += gradients[k]
-    return {"dx": dx, "ds0": ds_prevt, **grads}
+    return _backward_loop(gru_cell_backward, GRU_KEYS, ds, caches, (None,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,7 +624,7 @@ def lstm_cell_forward(x_t: Array, s_prev: Array, c_prev: Array, parameters: Para
 
 def lstm_forward(x: Array, s0: Array, parameters: Params, c0: Array | None = None
                  ) -> tuple[Array, Array, Array, list[LSTMCache]]:
-    """The LSTM over a whole sequence: ``lstm_cell_forward`` for t = 1 ... T.
+    """The LSTM over a whole sequence: the loop of ``rnn_forward``, with ``lstm_cell_forward``.
 
     Parameters
     ----------
@@ -622,26 +644,10 @@ def lstm_forward(x: Array, s0: Array, parameters: Params, c0: Array | None = Non
     caches : list of T caches
     """
     _check_sequence(x, s0, parameters, LSTM_KEYS)
-    _, m, T = x.shape
-    n_y, n_s = parameters["V"].shape
-    dtype = np.result_type(x, s0, *parameters.values())
-    if c0 is None:
-        c0 = np.zeros((n_s, m), dtype)
-    elif not isinstance(c0, np.ndarray) or c0.shape != s0.shape:
+    if c0 is not None and (not isinstance(c0, np.ndarray) or c0.shape != s0.shape):
         raise ValueError(f"c0 must be a NumPy array of shape (n_s, m) = {s0.shape}, like s0; "
                          f"got {getattr(c0, 'shape', type(c0).__name__)}")
-    s = np.zeros((n_s, m, T), dtype)
-    y = np.zeros((n_y, m, T), dtype)
-    c = np.zeros((n_s, m, T), dtype)
-    caches = []
-    s_next, c_next = s0, c0
-    for t in range(T):
-        s_next, c_next, out_pred, cache = lstm_cell_forward(x[:, :, t], s_next, c_next,
-                                                            parameters)
-        s[:, :, t] = s_next
-        c[:, :, t] = c_next
-        y[:, :, t] = out_pred
-        caches.append(cache)
+    [s, c], y, caches = _forward_loop(lstm_cell_forward, x, (s0, c0), parameters)
     return s, y, c, caches
 
 
@@ -691,7 +697,7 @@ def lstm_cell_backward(ds_next: Array, dc_next: Array, cache: LSTMCache) -> dict
 
 def lstm_backward(ds: Array, caches: list[LSTMCache], dc_last: Array | None = None
                   ) -> dict[str, Array]:
-    """Backpropagation through time for ``lstm_forward``; see ``rnn_backward``.
+    """BPTT for ``lstm_forward``: the loop of ``rnn_backward``, with ``lstm_cell_backward``.
 
     Parameters
     ----------
@@ -709,27 +715,12 @@ def lstm_backward(ds: Array, caches: list[LSTMCache], dc_last: Array | None = No
         each LSTM parameter (``dUi ... dbo``), summed over the steps.
     """
     _check_ds(ds, caches)
-    _, s0, x_1, parameters, _ = caches[0]
-    n_s, m, T = ds.shape
-    dtype = np.result_type(ds, x_1, s0, *parameters.values())
-    dx = np.zeros((x_1.shape[0], m, T), dtype)
-    grads = {"d" + k: np.zeros(parameters[k].shape, dtype) for k in LSTM_KEYS}
-    ds_prevt = np.zeros((n_s, m), dtype)
-    if dc_last is None:
-        dc_prevt = np.zeros((n_s, m), dtype)
-    elif not isinstance(dc_last, np.ndarray) or dc_last.shape != (n_s, m):
+    n_s, m, _ = ds.shape
+    if dc_last is not None and (not isinstance(dc_last, np.ndarray)
+                                or dc_last.shape != (n_s, m)):
         raise ValueError(f"dc_last must be a NumPy array of shape (n_s, m) = ({n_s}, {m}); "
                          f"got {getattr(dc_last, 'shape', type(dc_last).__name__)}")
-    else:
-        dc_prevt = dc_last
-    for t in reversed(range(T)):
-        gradients = lstm_cell_backward(ds[:, :, t] + ds_prevt, dc_prevt, caches[t])
-        dx[:, :, t] = gradients["dx_t"]
-        ds_prevt = gradients["ds_prev"]
-        dc_prevt = gradients["dc_prev"]
-        for k in grads:
-            grads[k] += gradients[k]
-    return {"dx": dx, "ds0": ds_prevt, "dc0": dc_prevt, **grads}
+    return _backward_loop(lstm_cell_backward, LSTM_KEYS, ds, caches, (None, dc_last))
 
 
 # --------------------------------------------------------------------------------------------
