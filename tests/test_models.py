@@ -177,3 +177,14 @@ def test_weights_are_read_through_public_accessors():
     lin = Linear(3, 2)
     assert lin.bias is dict(lin.named_parameters())["bias"]
     assert Linear(3, 2, bias=False).bias is None
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_parameter_shapes_are_the_built_models(cell, one_hot):
+    from rnnkit.models import parameter_shapes
+
+    cfg = LMConfig(vocab_size=7, cell=cell, num_layers=3, hidden_size=5, embedding_dim=3,
+                   one_hot=one_hot)
+    assert list(parameter_shapes(cfg)) == [(k, v.shape) for k, v in
+                                           LanguageModel(cfg, rng=0).named_parameters()]

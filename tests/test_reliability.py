@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TEXT
 from rnnkit import checkpoint
 from rnnkit.train import TrainConfig, Trainer
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than "
-        "to famish?\n\n")
 SMALL = ["--hidden-size", "16", "--embedding-dim", "8", "--batch-size", "4", "--seq-len",
          "12", "--sample-length", "10", "--no-progress"]
 # the flags of the kill test and of the reference run every other test reads from

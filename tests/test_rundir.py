@@ -21,17 +21,6 @@ from rnnkit.files import FileError, append_line, write_atomic
 from rnnkit.rundir import RunDir, RunDirError, load_language_model
 from rnnkit.train import TrainConfig, Trainer
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than "
-        "to famish?\n\n")
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.txt"
-    p.write_text(TEXT * 60, encoding="utf-8")
-    return p
-
 
 def _cfg(corpus: Path, **kw) -> TrainConfig:
     base = {"corpus": str(corpus), "hidden_size": 16, "embedding_dim": 8, "num_layers": 2,

@@ -14,22 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TEXT
 from rnnkit import checkpoint
 from rnnkit.cli import main
 from rnnkit.generate import score
 from rnnkit.rundir import load_language_model as model_from_checkpoint
 from rnnkit.train import TrainConfig, Trainer, TrainingError
-
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than "
-        "to famish?\n\n")
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.txt"
-    p.write_text(TEXT * 60, encoding="utf-8")
-    return p
 
 
 def _cfg(corpus: Path, **kw) -> TrainConfig:

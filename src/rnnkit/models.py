@@ -10,6 +10,7 @@ training, evaluation and generation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -234,14 +235,18 @@ class Stepper:
         return logits, ((h, c) if c is not None else h)
 
 
-def parameter_shapes(config: LMConfig) -> dict[str, tuple[int, ...]]:
-    """name -> shape of every parameter of ``LanguageModel(config)``, in its order, computed
-    without allocating (to check a checkpoint's tensors before the model is built)."""
+def parameter_shapes(config: LMConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of every parameter of ``LanguageModel(config)``, in its order, one at
+    a time and without allocating: a checkpoint's tensors are checked against them before the
+    model is built, and a config claiming far more than the file holds fails at once."""
     V, E, H, L = config.vocab_size, config.embedding_dim, config.hidden_size, config.num_layers
     G = LAYERS[config.cell].math_class.gates * H
-    shapes: dict[str, tuple[int, ...]] = {} if config.one_hot else {"embedding.weight": (V, E)}
+    if not config.one_hot:
+        yield "embedding.weight", (V, E)
     for k in range(L):
-        shapes |= {f"rnn.weight_ih_l{k}": (G, H if k else (V if config.one_hot else E)),
-                   f"rnn.weight_hh_l{k}": (G, H), f"rnn.bias_ih_l{k}": (G,),
-                   f"rnn.bias_hh_l{k}": (G,)}
-    return shapes | {"decoder.weight": (V, H), "decoder.bias": (V,)}
+        yield f"rnn.weight_ih_l{k}", (G, H if k else (V if config.one_hot else E))
+        yield f"rnn.weight_hh_l{k}", (G, H)
+        yield f"rnn.bias_ih_l{k}", (G,)
+        yield f"rnn.bias_hh_l{k}", (G,)
+    yield "decoder.weight", (V, H)
+    yield "decoder.bias", (V,)

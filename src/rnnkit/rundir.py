@@ -176,7 +176,7 @@ class RunDir:
         (records of steps the resumed run does again, a torn line). Atomic."""
         keep = [r for r in self.records() if r["step"] <= step]
         if record is not None and record not in keep:
-            keep.append(_parse(_dumps(record).encode()) or record)
+            keep.append(record)
         data = "".join(_dumps(r) + "\n" for r in keep).encode()
         try:        # rewritten unless it is already exactly this, in a file of its own
             st = os.lstat(self.metrics)
@@ -233,10 +233,14 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e300
 
 
+def jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with a non-finite float as None: JSON (and a checkpoint) has no NaN."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()}
+
+
 def _dumps(record: dict[str, Any]) -> str:
-    """Strict JSON: a non-finite float is written as null."""
-    return json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                       for k, v in record.items()}, allow_nan=False)
+    return json.dumps(jsonable(record), allow_nan=False)
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
@@ -259,20 +263,18 @@ def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple
     cfg = LMConfig.from_json(meta.get("model"))
     if cfg.vocab_size != len(vocab):
         raise ValueError(f"model vocab_size {cfg.vocab_size} != vocabulary size {len(vocab)}")
-    held, count = sum(n.startswith("model.") for n in specs), 4 * cfg.num_layers + 2 + (
-        not cfg.one_hot)                       # compared before any list of names is built
-    if held != count:
-        raise ValueError(f"its config describes a model of {count} tensors; the file holds "
-                         f"{held}")
     code = "F32" if cfg.dtype == "float32" else "F64"
-    want = {f"model.{k}": (code, v) for k, v in parameter_shapes(cfg).items()}
-    for name in sorted(want.keys() | {n for n in specs if n.startswith("model.")}):
-        if specs.get(name) != want.get(name):
-            got, need = specs.get(name), want.get(name)
-            raise ValueError(f"tensor {name!r} should be "
-                             f"{'absent' if need is None else f'{need[0]} {need[1]}'} for the "
-                             "model its config describes; the file has "
+    count = 0
+    for name, shape in parameter_shapes(cfg):     # stops at the first tensor that is not there
+        got = specs.get(f"model.{name}")
+        if got != (code, shape):
+            raise ValueError(f"tensor 'model.{name}' should be {code} {shape} for the model its "
+                             f"config describes; the file has "
                              f"{'none' if got is None else f'{got[0]} {got[1]}'}")
+        count += 1
+    extra = sum(n.startswith("model.") for n in specs) - count
+    if extra:
+        raise ValueError(f"the file holds {extra} model tensor(s) its config does not describe")
     return cfg, vocab
 
 

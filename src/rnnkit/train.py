@@ -41,7 +41,7 @@ from .layers import softmax_cross_entropy
 from .models import LanguageModel, LMConfig
 from .module import eval_mode
 from .recurrent import State
-from .rundir import RunDir, check_language_model
+from .rundir import RunDir, check_language_model, jsonable
 from .text import (
     WORD,
     SentenceBatch,
@@ -243,13 +243,13 @@ def validation_text(meta: dict[str, Any], level: str) -> tuple[str, str]:
         corpus = load_corpus(name)
     except (ValueError, OSError) as e:
         raise ValueError(f"the checkpoint's corpus {name!r} cannot be loaded ({e}); give "
-                       "--text FILE") from None
+                         "--text FILE") from None
     text = corpus.text
     crc = meta.get("data_crc")
     if isinstance(crc, int) and zlib.crc32(text.encode("utf-8")) != crc:
-        raise ValueError(f"the checkpoint's corpus {name!r} is not the text the model was trained "
-                       "on (it changed since): its validation part cannot be found; give "
-                       "--text FILE")
+        raise ValueError(f"the checkpoint's corpus {name!r} is not the text the model was "
+                         "trained on (it changed since): its validation part cannot be found; "
+                         "give --text FILE")
     try:
         cfg = TrainConfig.from_json(train)
     except (ValueError, TypeError) as e:
@@ -487,8 +487,6 @@ class Trainer:
 
     def _restore(self, tensors: dict[str, Array], meta: dict[str, Any]) -> None:
         try:
-            if self.model.config != LMConfig.from_json(meta["model"]):
-                raise ValueError("its model config does not match its training config")
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
                                         if k.startswith("model.")}, strict=True)
             self.opt.load_state_dict({k[6:]: v for k, v in tensors.items()
@@ -675,8 +673,7 @@ class Trainer:
                   "train_seconds": round(self.train_seconds, 4),
                   "eval_seconds": round(time.perf_counter() - t0, 3),
                   "skipped_steps": self.skipped}
-        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                  for k, v in record.items()}       # JSON has no NaN: null
+        record = jsonable(record)
         # the record is durable before the checkpoint it belongs to, and travels inside it
         self.run_dir.append(record, sync=True)
         self.save(best=best, record=record)
