@@ -21,6 +21,24 @@ class UsageError(Exception):
     """A user error on the command line: printed as ``error: ...`` without a traceback."""
 
 
+class MissingDependency(UsageError, ImportError):
+    """An optional extra is not installed; the message names the ``pip install`` that fixes it."""
+
+
+def require(module: str, extra: str, purpose: str) -> Any:
+    """Import an optional dependency, or raise MissingDependency saying what to install::
+
+        onnx = require("onnx", "onnx", "exporting to ONNX")
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(f"{purpose} needs the {module.split('.')[0]} package, which is "
+                                f"not installed: pip install 'rnnkit[{extra}]'") from e
+
+
 _BOUNDS = {"both": ("[", "]"), "left": ("[", ")"), "right": ("(", "]"), "neither": ("(", ")")}
 
 

@@ -8,6 +8,10 @@
   write (a full disk) the file is cut back to where it was, so no torn line is left.
 * ``read_bytes`` reads only regular files: a FIFO, a device or a directory is refused before
   any read, so ``/dev/zero`` or a pipe cannot hang or exhaust memory.
+* ``staged_dir`` builds a whole folder (an export) under a hidden name beside its target and
+  publishes it with one rename (or an atomic exchange with the folder it replaces): a reader
+  sees the old folder or the new one, never a mix, and a kill leaves at most a hidden folder
+  that the next call removes.
 * ``printable`` escapes control characters, so text from a checkpoint, a vocabulary or a
   corpus cannot drive the terminal.
 """
@@ -15,12 +19,18 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import io
 import os
 import re
 import secrets
+import shutil
 import stat
+import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +111,118 @@ def remove_temp_files(directory: Path_) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+_STAGED = re.compile(r"\.(.+)\.[0-9a-f]{16}\.(tmp|old)")    # staged_dir's folders
+_RENAME_EXCHANGE = 2
+STALE_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path_, *, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+    """Build a folder, then publish it as ``target`` in one step::
+
+        with staged_dir(out, replaceable=is_export) as tmp:
+            write_atomic(tmp / "config.json", ...)          # every file of the folder
+
+    The folder is made beside ``target`` under a hidden, locked name. When the block ends
+    without an exception it becomes ``target``: by a rename where ``target`` is missing or an
+    empty folder, by an atomic exchange (Linux ``renameat2``) where ``target`` is a folder that
+    ``replaceable`` accepts, and the old contents are then removed. On an exception the
+    staged folder is removed and ``target`` is untouched. A symbolic link, a file, or a
+    folder that ``replaceable`` refuses at ``target`` is a FileError before anything is
+    written; ``target``'s parent must exist. Folders left by killed calls are removed first.
+    """
+    target = Path(target)
+    parent = target.parent
+    _check_publishable(target, replaceable)
+    if not parent.is_dir():
+        raise FileError(f"{target}: its parent folder {parent} does not exist; create it first")
+    _remove_stale(parent, target.name)
+    stage = parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        os.mkdir(stage, 0o777)
+        fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
+    except OSError as e:
+        raise FileError(f"{target}: cannot create a folder beside it ({e.strerror}); check "
+                        "that its parent folder is writable") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)      # marks it as in use (see _remove_stale)
+        yield stage
+        os.fsync(fd)
+        _publish(stage, target, replaceable)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(stage)
+        if isinstance(e, OSError) and not isinstance(e, FileError):
+            raise FileError(f"{target}: could not write ({e.strerror}); it is as it was "
+                            "before. Check free disk space and permissions.") from e
+        raise
+    finally:
+        os.close(fd)
+
+
+def _check_publishable(target: Path, replaceable: Callable[[Path], bool]) -> None:
+    if target.is_symlink():
+        raise FileError(f"{target}: is a symbolic link; rnnkit never writes through a link. "
+                        "Give the path of a real folder")
+    if target.exists():
+        if not target.is_dir():
+            raise FileError(f"{target}: exists and is not a folder; choose another name")
+        if any(target.iterdir()) and not replaceable(target):
+            raise FileError(f"{target}: a folder that holds other files; give a new folder "
+                            "name (or an earlier export, which is replaced)")
+
+
+def _publish(stage: Path, target: Path, replaceable: Callable[[Path], bool]) -> None:
+    try:
+        os.rename(stage, target)            # target missing or an empty folder
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        _check_publishable(target, replaceable)   # it may have changed since we began
+        if not _exchange(stage, target):
+            old = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
+            os.rename(target, old)
+            os.rename(stage, target)
+            stage = old
+        shutil.rmtree(stage, ignore_errors=True)   # now the old contents
+    fsync(target.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove the staged folders of ``name`` that killed calls left: not locked by a live
+    process and not changed for STALE_SECONDS (a folder just made is not locked yet)."""
+    with contextlib.suppress(OSError):
+        for p in parent.iterdir():
+            m = _STAGED.fullmatch(p.name)
+            if not m or m.group(1) != name or p.is_symlink() or not p.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                if time.time() - p.stat().st_mtime < STALE_SECONDS:
+                    continue
+                fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    shutil.rmtree(p)
+                finally:
+                    os.close(fd)
 
 
 def append_line(path: Path_, line: str, *, sync: bool = False) -> None:
