@@ -24,20 +24,7 @@ import torch
 from rnnkit import optim
 from rnnkit.layers import softmax_cross_entropy
 from rnnkit.models import LanguageModel, LMConfig
-
-
-class TorchLM(torch.nn.Module):
-    """The same model in PyTorch, with rnnkit's parameter names."""
-
-    def __init__(self, cfg: LMConfig) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        self.rnn = torch.nn.LSTM(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
-        self.decoder = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        y, _ = self.rnn(self.embedding(ids))
-        return self.decoder(y)
+from rnnkit.pytorch import to_torch
 
 
 def main() -> None:
@@ -58,8 +45,7 @@ def main() -> None:
     cfg = LMConfig(vocab_size=65, cell="lstm", embedding_dim=64, hidden_size=args.hidden,
                    num_layers=args.layers)
     model = LanguageModel(cfg, rng=0)
-    tm = TorchLM(cfg)
-    tm.load_state_dict(hx.to_torch(model.state_dict()), strict=True)
+    tm = to_torch(model)                  # the same model in PyTorch, rnnkit's initial weights
     rng = np.random.default_rng(1)
     ids = rng.integers(0, cfg.vocab_size, (T + 1, B))
     x, y = ids[:-1], ids[1:]
@@ -70,7 +56,7 @@ def main() -> None:
     loss, dlogits, _ = softmax_cross_entropy(logits, y)
     model.zero_grad()
     model.backward(dlogits, cache)
-    tlogits = tm(xt)
+    tlogits, _ = tm(xt)
     tloss = torch.nn.functional.cross_entropy(tlogits.reshape(-1, cfg.vocab_size), yt)
     tloss.backward()
     diff = max(hx.check_close("logits", logits, tlogits, 1e-4),
@@ -94,7 +80,7 @@ def main() -> None:
 
     def t_step() -> None:
         topt.zero_grad()
-        logits = tm(xt)
+        logits, _ = tm(xt)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), yt)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tm.parameters(), 5.0)

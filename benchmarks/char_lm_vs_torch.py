@@ -28,22 +28,9 @@ import torch
 from rnnkit import optim
 from rnnkit.files import write_atomic, write_figure
 from rnnkit.layers import softmax_cross_entropy
-from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.recurrent import LAYERS
+from rnnkit.models import LanguageModel
+from rnnkit.pytorch import to_torch
 from rnnkit.train import TrainConfig, evaluate, prepare_data
-
-
-class TorchLM(torch.nn.Module):
-    def __init__(self, cfg: LMConfig) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        cls = getattr(torch.nn, LAYERS[cfg.cell].__name__)            # torch.nn.LSTM for "lstm"
-        self.rnn = cls(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
-        self.decoder = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
-
-    def forward(self, ids: torch.Tensor, h: object = None) -> tuple[torch.Tensor, object]:
-        y, h = self.rnn(self.embedding(ids), h)
-        return self.decoder(y), h
 
 
 def detach(h: object) -> object:
@@ -52,7 +39,7 @@ def detach(h: object) -> object:
     return None if h is None else h.detach()  # type: ignore[union-attr]
 
 
-def torch_eval(tm: TorchLM, batches) -> float:
+def torch_eval(tm: torch.nn.Module, batches) -> float:
     tm.eval()
     total, count, h = 0.0, 0, None
     with torch.no_grad():
@@ -84,9 +71,7 @@ def main() -> None:
     data = prepare_data(cfg)
     mcfg = cfg.model_config(len(data.vocab))
     model = LanguageModel(mcfg, rng=np.random.default_rng(args.seed))
-    tm = TorchLM(mcfg)
-    tm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()},
-                       strict=True)
+    tm = to_torch(model)                             # the PyTorch twin, rnnkit's weights
     opt = optim.Adam(model, lr=cfg.lr)
     topt = torch.optim.Adam(tm.parameters(), lr=cfg.lr)
     # one batcher per library, both in the same order from the same start

@@ -27,23 +27,14 @@ import numpy as np
 import torch
 
 from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.pytorch import to_torch
 from rnnkit.recurrent import LAYERS
-
-
-class TorchLM(torch.nn.Module):
-    def __init__(self, cfg: LMConfig) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
-        rnn = getattr(torch.nn, LAYERS[cfg.cell].__name__)            # torch.nn.LSTM for "lstm"
-        self.rnn = rnn(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
-        self.decoder = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
 
 def bench(cell: str, H: int, args: argparse.Namespace) -> dict:
     cfg = LMConfig(vocab_size=65, cell=cell, embedding_dim=64, hidden_size=H, num_layers=1)
     model = LanguageModel(cfg, rng=0)
-    tm = TorchLM(cfg).eval()
-    tm.load_state_dict(hx.to_torch(model.state_dict()), strict=True)
+    tm = to_torch(model).eval()           # the PyTorch twin, rnnkit's weights
     step = model.stepper()
     E = cfg.embedding_dim
     ids = np.random.default_rng(1).integers(0, cfg.vocab_size, 1000)

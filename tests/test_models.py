@@ -104,46 +104,26 @@ def test_config_round_trip_and_validation():
         LMConfig.from_json({"vocab_size": 3, "heads": 4})
 
 
-class _TorchLM:
-    """The equivalent PyTorch model, built lazily so torch stays optional."""
-
-    @staticmethod
-    def build(torch, cell: str, one_hot: bool):
-        class TM(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                if not one_hot:
-                    self.embedding = torch.nn.Embedding(V, 3)
-                self.rnn = getattr(torch.nn, cell.upper())(V if one_hot else 3, 4, 2)
-                self.decoder = torch.nn.Linear(4, V)
-
-            def forward(self, ids):
-                x = (torch.nn.functional.one_hot(ids, V).double() if one_hot
-                     else self.embedding(ids))
-                return self.decoder(self.rnn(x)[0])
-
-        return TM().double()
-
-
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("one_hot", [False, True])
 def test_language_model_matches_pytorch(cell, one_hot):
     torch = pytest.importorskip("torch")
+    from rnnkit.pytorch import to_torch
+
     m = _lm(cell, one_hot)
-    tm = _TorchLM.build(torch, cell, one_hot)
-    tm.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()},
-                       strict=True)
+    tm = to_torch(m)                       # the PyTorch twin, float64, with m's weights
     rng = np.random.default_rng(3)
     ids, tgt = rng.integers(0, V, (6, 4)), rng.integers(0, V, (6, 4))
     logits, _, cache = m.forward(ids)
     loss, dlogits, _ = softmax_cross_entropy(logits, tgt)
     m.backward(dlogits, cache)
-    tlogits = tm(torch.from_numpy(ids))
+    tlogits, _ = tm(torch.from_numpy(ids))
     tloss = torch.nn.functional.cross_entropy(tlogits.reshape(-1, V),
                                               torch.from_numpy(tgt).reshape(-1))
     tloss.backward()
     np.testing.assert_allclose(logits, tlogits.detach().numpy(), rtol=1e-10, atol=1e-12)
     assert loss == pytest.approx(tloss.item(), rel=1e-12)
+    assert [name for name, _ in tm.named_parameters()] == list(m.grads)
     for name, p in tm.named_parameters():
         np.testing.assert_allclose(m.grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=name)
