@@ -2,9 +2,10 @@
 (set RNNKIT_DEBUG=1 for the traceback).
 
     rnnkit train [CORPUS]           train a text generator (default: shakespeare, 10 minutes)
-    rnnkit sample DIR               generate text from a trained run
+    rnnkit sample DIR               generate text from a trained run or an export
     rnnkit score DIR FILE           log-likelihood and perplexity of a text under the model
-    rnnkit info DIR                 what a checkpoint holds
+    rnnkit info DIR                 what a checkpoint or an export holds
+    rnnkit export DIR OUT           config.json, model.safetensors, vocab.json, model.onnx
     rnnkit check                    gradient-check every layer and cell in float64
     rnnkit lab EXPERIMENT           why GRU and LSTM exist: gradients, adding, copy, agreement,
                                     neurons (rnnkit.lab; each prints a table and writes its
@@ -28,7 +29,6 @@ import numpy as np
 
 from .checks import UsageError, float_arg, nonneg_int_arg, positive_int_arg
 from .files import printable
-from .rundir import load_language_model
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,55 +147,70 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .generate import beam_search, check_sampling, prime_ids, sample
+    from .pretrained import load
 
-    model, vocab, _ = load_language_model(args.run)
-    check_sampling(args.temperature, args.top_k, args.top_p)
-    prime = prime_ids(vocab, args.prime)
-    rng = np.random.default_rng(args.seed)
-    shown = args.prime
+    if args.beam and args.num_samples != 1:
+        raise UsageError("--num-samples draws samples; --beam finds the one most likely text. "
+                         "Use one of them")
+    m = load(args.run)
     if args.beam:
-        beams = beam_search(model, prime, args.length, args.beam, end_id=vocab.end_id)
-        out = beams[0].ids
+        texts = [m.beam(args.prime, args.length, args.beam)]
     else:
-        out = sample(model, prime, args.length, rng=rng, temperature=args.temperature,
-                     top_k=args.top_k, top_p=args.top_p, end_id=vocab.end_id)
-    if out and vocab.end_id is not None and out[-1] == vocab.end_id:
-        out = out[:-1]
-    text = vocab.decode(out, skip_specials=True)
-    sep = " " if vocab.level == "word" and shown and text else ""
-    sys.stdout.write(printable(shown + sep + text + ("\n" if not text.endswith("\n") else "")))
+        out = m.generate(args.prime, args.length, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         num_samples=args.num_samples)
+        texts = [out] if isinstance(out, str) else out
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            sys.stdout.write(("\n" if i else "") + f"--- sample {i + 1} of {len(texts)} ---\n")
+        sys.stdout.write(printable(text + ("\n" if not text.endswith("\n") else "")))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .generate import Score, score
-    from .text import iter_lines, read_text
+    from .pretrained import load
+    from .text import TextDataError, read_text
 
-    model, vocab, _ = load_language_model(args.run)
+    m = load(args.run)
     text = read_text(args.file)
-    if vocab.start_id is None:                   # stream mode: the text as one stream
-        s = score(model, vocab.encode_text(text))  # no token list: the file may be large
-    else:                                        # sentence mode: each line <start> ... <end>
-        parts = [score(model, np.r_[vocab.start_id, vocab.encode_text(line), vocab.end_id])
-                 for line in iter_lines(text)]
-        if not parts:
-            raise UsageError(f"{args.file}: no line with text to score")
-        s = Score(sum(p.log_likelihood for p in parts), sum(p.tokens for p in parts))
-    unit = "char" if vocab.level == "char" else "word"
+    try:
+        s = m.score(text)
+    except ValueError as e:
+        if isinstance(e, TextDataError):
+            raise
+        raise UsageError(f"{args.file}: {e}") from e
+    unit = "char" if m.vocab.level == "char" else "word"
     print(f"{printable(args.file, keep='')}: {s.tokens} {unit}s predicted | log-likelihood "
           f"{s.log_likelihood:.2f} nats | {s.nats_per_token:.4f} nats/{unit} | "
           f"{s.bits_per_token:.4f} bits/{unit} | perplexity {s.perplexity:.3f}")
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checks import require
+    from .pretrained import FILES, load
+
+    require("onnx", "onnx", "rnnkit export")       # before anything is read or written
+    m = load(args.run, which=args.which)
+    out = m.export(args.out_dir, dtype=args.dtype)
+    sizes = ", ".join(f"{name} {_size((out / name).stat().st_size)}" for name in FILES)
+    print(f"exported {printable(m.source, keep='')} to {printable(out, keep='')}: {sizes}")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    from . import checkpoint
+    from . import checkpoint, pretrained
     from .rundir import RunDir
 
     run = Path(args.run)
     if not run.exists():
-        raise UsageError(f"{run}: no such run directory or checkpoint file")
+        raise UsageError(f"{run}: no such run directory, export folder or checkpoint file")
+    if run.is_dir() and (run / pretrained.CONFIG).exists():
+        return _info_export(run, args.json)
     rd = RunDir(run)
     files = [run] if not run.is_dir() else [f for f in (rd.last, rd.best) if f.is_file()]
     if not files:
@@ -211,27 +226,60 @@ def cmd_info(args: argparse.Namespace) -> int:
         if args.json:           # ensure_ascii: every control character comes out escaped
             print(json.dumps(meta, indent=1))
             continue
-        m, t = _dict(meta.get("model")), _dict(meta.get("train"))
-        itos = _dict(meta.get("vocab")).get("itos", [])
-        itos = itos if isinstance(itos, list) else []
-        best = meta.get("best_val")
-        lines = [
-            f"{f}: rnnkit checkpoint v{meta.get('version')} (rnnkit {meta.get('rnnkit_version')})",
-            f"  model    {m.get('num_layers')} x {m.get('hidden_size')} "
-            f"{str(m.get('cell')).upper()}, embedding {m.get('embedding_dim')}"
-            f"{' (one-hot)' if m.get('one_hot') else ''}, {m.get('dtype')}",
-            f"  data     {t.get('corpus')} ({meta.get('corpus_source', '')}); {t.get('level')} "
-            f"level, {t.get('mode')} mode; vocabulary {len(itos)}: "
-            + "".join(repr(s)[1:-1] if len(str(s)) == 1 else f" {s} " for s in itos[:80])
-            + (" ..." if len(itos) > 80 else ""),
-            f"  training step {meta.get('step')}, epoch {meta.get('epoch')}, "
-            f"{_minutes(meta.get('train_seconds'))}; {t.get('optimizer')} lr {t.get('lr')}, "
-            f"batch {t.get('batch_size')} x {t.get('seq_len')}"]
-        if _real(best):
-            lines.append(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} "
-                         f"bits), perplexity {math.exp(min(best, 700)):.3f}")
-        print("\n".join(printable(line, keep="") for line in lines))
+        if meta.get("kind") == pretrained.KIND:              # an export's model.safetensors
+            config = _dict(meta.get("config"))
+            itos = _dict(meta.get("vocab")).get("itos", [])
+            title = f"{f}: rnnkit export weights v{meta.get('version')}"
+        else:
+            t = _dict(meta.get("train"))
+            config = {"model": meta.get("model"),
+                      "tokenizer": {"level": t.get("level"), "mode": t.get("mode")},
+                      "training": pretrained.training_summary(meta, f.name)}
+            itos = _dict(meta.get("vocab")).get("itos", [])
+            title = (f"{f}: rnnkit checkpoint v{meta.get('version')} "
+                     f"(rnnkit {meta.get('rnnkit_version')})")
+        _print_info(title, config, itos)
     return 2 if failed else 0
+
+
+def _info_export(folder: Path, as_json: bool) -> int:
+    from .pretrained import CONFIG, FILES, VOCAB, _read_json
+
+    config = _read_json(folder / CONFIG)
+    if as_json:
+        print(json.dumps(config, indent=1))
+        return 0
+    present = [(n, (folder / n).stat().st_size) for n in FILES if (folder / n).is_file()]
+    itos = _read_json(folder / VOCAB) if (folder / VOCAB).is_file() else []
+    _print_info(f"{folder}: rnnkit export v{_dict(config).get('version')} ("
+                + ", ".join(f"{n} {_size(size)}" for n, size in present) + ")",
+                _dict(config), itos)
+    return 0
+
+
+def _print_info(title: str, config: dict[str, Any], itos: Any) -> None:
+    """What ``rnnkit info`` shows of a checkpoint or an export (whatever its fields hold)."""
+    m, tok, t = (_dict(config.get(k)) for k in ("model", "tokenizer", "training"))
+    itos = [s for s in itos if isinstance(s, str)] if isinstance(itos, list) else []
+    best = t.get("best_val_loss_nats")
+    lines = [
+        title,
+        f"  model    {m.get('num_layers')} x {m.get('hidden_size')} "
+        f"{str(m.get('cell')).upper()}, embedding {m.get('embedding_dim')}"
+        f"{' (one-hot)' if m.get('one_hot') else ''}, {m.get('dtype')}",
+        f"  data     {t.get('corpus')} ({t.get('corpus_source') or ''}); {tok.get('level')} "
+        f"level, {tok.get('mode')} mode; vocabulary {len(itos)}: "
+        + "".join(repr(s)[1:-1] if len(s) == 1 else f" {s} " for s in itos[:80])
+        + (" ..." if len(itos) > 80 else ""),
+        f"  training step {t.get('steps')}, epoch {t.get('epoch')}, "
+        f"{_minutes(t.get('train_seconds'))}; {t.get('optimizer')} lr {t.get('lr')}, "
+        f"batch {t.get('batch_size')} x {t.get('seq_len')}"]
+    if _real(best):
+        lines.append(f"  best validation {best:.4f} nats/token ({best / math.log(2):.4f} "
+                     f"bits), perplexity {math.exp(min(best, 700)):.3f}")
+    if t.get("command"):
+        lines.append(f"  command  {t.get('command')}")
+    print("\n".join(printable(line, keep="") for line in lines))
 
 
 def _dict(x: Any) -> dict[str, Any]:
@@ -293,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
-    s.add_argument("run", help="run directory (uses best, else last checkpoint) or a "
-                   ".safetensors file")
+    s.add_argument("run", help="run directory (uses best, else last checkpoint), export "
+                   "folder or .safetensors file")
     s.add_argument("--prime", default="", help="text to start from")
     s.add_argument("--length", type=nonneg_int_arg, default=500, help="tokens to generate at most")
     s.add_argument("--temperature", type=float_arg(0), default=0.8,
@@ -307,17 +355,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beam search of this width for the most likely continuation")
     s.add_argument("--seed", type=nonneg_int_arg, default=0,
                    help="the same seed gives the same text")
+    s.add_argument("--num-samples", type=positive_int_arg, default=1,
+                   help="draw this many samples (side by side)")
     s.set_defaults(func=cmd_sample)
 
     sc = sub.add_parser("score", help="log-likelihood and perplexity of a text")
-    sc.add_argument("run", help="run directory or .safetensors file")
+    sc.add_argument("run", help="run directory, export folder or .safetensors file")
     sc.add_argument("file", help="UTF-8 text file to score")
     sc.set_defaults(func=cmd_score)
 
     i = sub.add_parser("info", help="what a checkpoint holds")
-    i.add_argument("run", help="run directory or .safetensors file")
+    i.add_argument("run", help="run directory, export folder or .safetensors file")
     i.add_argument("--json", action="store_true", help="print the whole metadata as JSON")
     i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("export", help="write a run's model as a folder for rnnkit, PyTorch "
+                       "and onnxruntime", description="Write OUT_DIR: config.json, "
+                       "model.safetensors (PyTorch state_dict names), vocab.json, model.onnx "
+                       "and a README.md model card. An earlier export there is replaced.")
+    e.add_argument("run", help="run directory or checkpoint file")
+    e.add_argument("out_dir", help="the folder to write (new, empty, or an earlier export)")
+    e.add_argument("--which", choices=("best", "last"), default="best",
+                   help="which checkpoint of a run directory [default: best]")
+    e.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="dtype of model.safetensors [default: the model's]; model.onnx is "
+                   "float32")
+    e.set_defaults(func=cmd_export)
 
     lab = sub.add_parser("lab", help="experiments: why GRU and LSTM exist")
     labsub = lab.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser,

@@ -54,6 +54,16 @@ def prime_ids(vocab: Vocab, text: str = "") -> list[int]:
     return ids or [vocab.stoi.get("\n", 0)]
 
 
+def continuation_text(vocab: Vocab, prime: str, ids: Sequence[int]) -> str:
+    """What a user reads: ``prime`` followed by the generated ``ids`` decoded (a final
+    ``<end>`` and the markers dropped; at word level a space between the two)."""
+    ids = list(ids)
+    if ids and vocab.end_id is not None and ids[-1] == vocab.end_id:
+        ids = ids[:-1]
+    text = vocab.decode(ids, skip_specials=True)
+    return prime + (" " if vocab.level == "word" and prime and text else "") + text
+
+
 def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None) -> int:
     """Pick the next token id from one row of logits (V,).
@@ -103,19 +113,48 @@ def sample(model: LanguageModel, prime: Sequence[int], length: int, *,
 
     Returns the generated ids (the prime not included; ``end_id`` included if it came).
     """
+    return sample_many(model, prime, length, 1, rng=rng, temperature=temperature, top_k=top_k,
+                       top_p=top_p, end_id=end_id)[0]
+
+
+def sample_many(model: LanguageModel, prime: Sequence[int], length: int, num_samples: int, *,
+                rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, end_id: int | None = None) -> list[list[int]]:
+    """``num_samples`` continuations of ``prime`` drawn side by side (one batch of rows through
+    the model per step). Row 0 draws from ``rng`` itself, so it is the text :func:`sample`
+    gives with the same generator; row i > 0 from the i-th generator ``rng.spawn`` makes (an
+    independent stream). A row stops after ``end_id``."""
     temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
     length = check_scalar(length, "length", int, min_val=0)
-    out: list[int] = []
+    n = check_scalar(num_samples, "num_samples", int, min_val=1)
+    outs: list[list[int]] = [[] for _ in range(n)]
+    rngs = [rng, *_spawn(rng, n - 1)]
     with eval_mode(model):
         token, state = _prime(model, prime)
+        tokens = np.repeat(token, n)
+        rows = np.zeros(n, dtype=np.intp)
+        state = None if state is None else reorder(state, rows, 1)
+        live = np.ones(n, dtype=bool)
         step = model.stepper()
         for _ in range(length):
-            logits, state = step(token, state)
-            token[0] = choose_token(logits[0], rng, temperature, top_k, top_p)
-            out.append(int(token[0]))
-            if end_id is not None and token[0] == end_id:
+            logits, state = step(tokens, state)
+            for i in np.flatnonzero(live):
+                tokens[i] = choose_token(logits[i], rngs[i], temperature, top_k, top_p)
+                outs[i].append(int(tokens[i]))
+                if end_id is not None and tokens[i] == end_id:
+                    live[i] = False
+            if not live.any():
                 break
-    return out
+    return outs
+
+
+def _spawn(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    if n == 0:
+        return []
+    try:
+        return rng.spawn(n)
+    except (TypeError, ValueError):       # a generator made without a SeedSequence
+        return [np.random.default_rng(s) for s in rng.integers(0, 2**63, n)]
 
 
 @dataclass
@@ -243,7 +282,7 @@ class Score:
         return self.nats_per_token / math.log(2)
 
 
-def score(model: LanguageModel, ids: Sequence[int], chunk: int = 512) -> Score:
+def score(model: LanguageModel, ids: Sequence[int] | Array, chunk: int = 512) -> Score:
     """Log-likelihood of ``ids[1:]`` given what precedes each, in chunks of ``chunk`` steps
     with the state carried across, so memory stays bounded for long texts."""
     arr = np.asarray(ids, dtype=np.int64)

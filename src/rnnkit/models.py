@@ -250,3 +250,24 @@ def parameter_shapes(config: LMConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
         yield f"rnn.bias_hh_l{k}", (G,)
     yield "decoder.weight", (V, H)
     yield "decoder.bias", (V,)
+
+
+def check_parameters(config: LMConfig, specs: dict[str, tuple[str, tuple[int, ...]]],
+                     prefix: str = "") -> None:
+    """Raise ValueError unless ``specs`` (a file's ``name -> (dtype code, shape)``, read before
+    any tensor is) holds exactly the parameters of ``LanguageModel(config)`` under ``prefix``,
+    each of the config's dtype and the shape it needs; names without ``prefix`` are ignored.
+    Stops at the first tensor missing, so a config claiming more than the file holds fails
+    at once and nothing is allocated from it."""
+    code = "F32" if config.dtype == "float32" else "F64"
+    count = 0
+    for name, shape in parameter_shapes(config):
+        got = specs.get(prefix + name)
+        if got != (code, shape):
+            raise ValueError(f"tensor '{prefix}{name}' should be {code} {shape} for the model its "
+                             f"config describes; the file has "
+                             f"{'none' if got is None else f'{got[0]} {got[1]}'}")
+        count += 1
+    extra = sum(n.startswith(prefix) for n in specs) - count
+    if extra:
+        raise ValueError(f"the file holds {extra} model tensor(s) its config does not describe")

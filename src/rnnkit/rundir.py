@@ -254,7 +254,7 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple[Any, Any]:
     """``(LMConfig, Vocab)`` of a language-model checkpoint, once every ``model.*`` tensor's
     dtype and shape is what that config needs (a ``checkpoint.load`` ``expect``)."""
-    from .models import LMConfig, parameter_shapes
+    from .models import LMConfig, check_parameters
     from .text import Vocab
 
     if meta.get("kind") != "language-model":
@@ -263,23 +263,14 @@ def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple
     cfg = LMConfig.from_json(meta.get("model"))
     if cfg.vocab_size != len(vocab):
         raise ValueError(f"model vocab_size {cfg.vocab_size} != vocabulary size {len(vocab)}")
-    code = "F32" if cfg.dtype == "float32" else "F64"
-    count = 0
-    for name, shape in parameter_shapes(cfg):     # stops at the first tensor that is not there
-        got = specs.get(f"model.{name}")
-        if got != (code, shape):
-            raise ValueError(f"tensor 'model.{name}' should be {code} {shape} for the model its "
-                             f"config describes; the file has "
-                             f"{'none' if got is None else f'{got[0]} {got[1]}'}")
-        count += 1
-    extra = sum(n.startswith("model.") for n in specs) - count
-    if extra:
-        raise ValueError(f"the file holds {extra} model tensor(s) its config does not describe")
+    check_parameters(cfg, specs, "model.")
     return cfg, vocab
 
 
-def load_language_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
-    """``(model, vocab, meta)`` from a run directory (its best model) or a checkpoint file.
+def load_language_model(path: str | os.PathLike[str], which: str = "best"
+                        ) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, vocab, meta)`` from a run directory (its best model, or with ``which="last"``
+    its last) or a checkpoint file.
 
     Every tensor's name, dtype and shape is checked against the config the checkpoint states
     before the model is built, so a crafted config cannot make rnnkit allocate more than the
@@ -289,8 +280,10 @@ def load_language_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[st
     p = Path(path)
     if not p.exists() and not p.is_symlink():
         raise RunDirError(f"{p}: no such run directory or checkpoint file")
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last'; got {which!r}")
     if p.is_dir():
-        p = RunDir(p).newest_best()
+        p = RunDir(p).newest_best() if which == "best" else RunDir(p).last
     built: dict[str, Any] = {}
 
     def expect(meta: dict[str, Any], specs: checkpoint.Specs) -> None:

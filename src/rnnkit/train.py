@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import signal
 import sys
 import time
@@ -36,7 +37,7 @@ from . import checkpoint, optim
 from .checks import check_scalar
 from .corpora import load_corpus
 from .files import printable
-from .generate import prime_ids, sample
+from .generate import continuation_text, prime_ids, sample
 from .layers import softmax_cross_entropy
 from .models import LanguageModel, LMConfig
 from .module import eval_mode
@@ -119,6 +120,20 @@ class TrainConfig:
                      include_boundaries="right")
         check_scalar(self.temperature, "temperature", float, min_val=0)
         self.model_config()  # validates cell, sizes, dropout, dtype
+
+    def command(self) -> str:
+        """The ``rnnkit train`` command that asks for this config: the corpus and each setting
+        that differs from the default, as a flag (the flags are these fields' names)."""
+        default = TrainConfig()
+        words = ["rnnkit", "train", self.corpus]
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "corpus" or v == getattr(default, f.name) or v is None or v is False:
+                continue                       # (a clip switched off has no flag: API only)
+            words.append("--" + f.name.replace("_", "-"))
+            if v is not True:
+                words.append(repr(v) if isinstance(v, float) else str(v))
+        return shlex.join(words)
 
     def model_config(self, vocab_size: int = 1) -> LMConfig:
         return LMConfig(vocab_size=vocab_size, cell=self.cell, embedding_dim=self.embedding_dim,
@@ -303,11 +318,8 @@ def _finite(state: State) -> bool:
 def sample_text(model: LanguageModel, vocab: Vocab, length: int, rng: np.random.Generator,
                 temperature: float = 0.8) -> str:
     """A sample for the training log, from ``<start>`` or a newline (``generate.prime_ids``)."""
-    out = sample(model, prime_ids(vocab), length, rng=rng, temperature=temperature,
-                 end_id=vocab.end_id)
-    if vocab.end_id is not None and out and out[-1] == vocab.end_id:
-        out = out[:-1]
-    return vocab.decode(out, skip_specials=True)
+    return continuation_text(vocab, "", sample(model, prime_ids(vocab), length, rng=rng,
+                                               temperature=temperature, end_id=vocab.end_id))
 
 
 # ------------------------------------------------------------------------------------------------
