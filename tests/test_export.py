@@ -306,14 +306,55 @@ def test_a_failed_export_leaves_the_earlier_one_and_no_staging_folder(runs, tmp_
 
 
 def test_staging_folders_of_killed_exports_are_removed(runs, tmp_path):
-    stale = tmp_path / ".e.0123456789abcdef.tmp"
+    import fcntl
+
+    stale = tmp_path / ".e.0123456789abcdef.tmp"              # its process is gone
     stale.mkdir()
     (stale / CONFIG).write_text("{}")
-    os.utime(stale, (1, 1))
-    fresh = tmp_path / ".e.fedcba9876543210.tmp"                 # maybe another export's
-    fresh.mkdir()
-    rnnkit.export(runs["char"], tmp_path / "e")
-    assert not stale.exists() and fresh.exists()
+    live = tmp_path / ".e.fedcba9876543210.tmp"               # another export, still running
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rnnkit.export(runs["char"], tmp_path / "e")
+        assert not stale.exists() and live.exists()
+    finally:
+        os.close(fd)
+
+
+def test_concurrent_exports_to_one_folder_all_succeed(runs, tmp_path):
+    out = tmp_path / "e"
+    procs = [subprocess.Popen([*RNNKIT, "export", str(runs[k]), str(out)],
+                              stderr=subprocess.PIPE, text=True)
+             for k in ("char", "word", "char")]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
+        if p.stderr:
+            p.stderr.close()
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    rnnkit.load(out)                                  # whole, from one of them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_an_export_killed_at_any_instant_leaves_the_old_folder_or_the_new(runs, tmp_path,
+                                                                          seed):
+    out = rnnkit.export(runs["char"], tmp_path / "e")
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        proc = subprocess.Popen([*RNNKIT, "export", str(runs["word"]), str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=float(rng.uniform(0.2, 1.5)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        now = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert now == old or rnnkit.load(out).config["tokenizer"]["level"] == "word"
+        assert sorted(now) == sorted(FILES)
+    rnnkit.export(runs["char"], out)                  # cleans what the kills left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
 
 
 def test_export_without_the_onnx_extra_is_one_error_line(runs, tmp_path):

@@ -40,9 +40,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def export(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+def export(source: str | os.PathLike[str] | TextModel, out_dir: str | os.PathLike[str], *,
            which: str = "best", dtype: str | None = None) -> Path:
-    """``rnnkit export``: the model at ``source`` (a run directory, a checkpoint or an export)
-    written to ``out_dir`` as config.json, model.safetensors, vocab.json, model.onnx and a
-    README.md model card (``TextModel.export``)."""
-    return load(source, which=which).export(out_dir, dtype=dtype)
+    """``rnnkit export``: the model at ``source`` (a run directory, a checkpoint, an export or
+    a loaded ``TextModel``) written to ``out_dir`` as config.json, model.safetensors,
+    vocab.json, model.onnx and a README.md model card (``TextModel.export``)."""
+    m = source if isinstance(source, TextModel) else load(source, which=which)
+    return m.export(out_dir, dtype=dtype)

@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import stat
-import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,7 +114,6 @@ def remove_temp_files(directory: Path_) -> list[Path]:
 
 _STAGED = re.compile(r"\.(.+)\.[0-9a-f]{16}\.(tmp|old)")    # staged_dir's folders
 _RENAME_EXCHANGE = 2
-STALE_SECONDS = 60.0
 
 
 @contextlib.contextmanager
@@ -131,23 +129,25 @@ def staged_dir(target: Path_, *, replaceable: Callable[[Path], bool]) -> Iterato
     ``replaceable`` accepts, and the old contents are then removed. On an exception the
     staged folder is removed and ``target`` is untouched. A symbolic link, a file, or a
     folder that ``replaceable`` refuses at ``target`` is a FileError before anything is
-    written; ``target``'s parent must exist. Folders left by killed calls are removed first.
+    written; ``target``'s parent must exist. Folders left by killed calls (no live process
+    holds their lock) are removed first.
     """
     target = Path(target)
     parent = target.parent
     _check_publishable(target, replaceable)
     if not parent.is_dir():
         raise FileError(f"{target}: its parent folder {parent} does not exist; create it first")
-    _remove_stale(parent, target.name)
     stage = parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        os.mkdir(stage, 0o777)
-        fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
+        with _locked(parent):        # no other call is between its mkdir and its flock now
+            _remove_stale(parent, target.name)
+            os.mkdir(stage, 0o777)
+            fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)            # in use while this call lives
     except OSError as e:
         raise FileError(f"{target}: cannot create a folder beside it ({e.strerror}); check "
                         "that its parent folder is writable") from e
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)      # marks it as in use (see _remove_stale)
         yield stage
         os.fsync(fd)
         _publish(stage, target, replaceable)
@@ -206,17 +206,26 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on a directory, held for a few system calls."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _remove_stale(parent: Path, name: str) -> None:
-    """Remove the staged folders of ``name`` that killed calls left: not locked by a live
-    process and not changed for STALE_SECONDS (a folder just made is not locked yet)."""
+    """Remove the staged folders of ``name`` that killed calls left: those no live call holds
+    the lock of (call with ``parent`` locked, so none is between its mkdir and its lock)."""
     with contextlib.suppress(OSError):
         for p in parent.iterdir():
             m = _STAGED.fullmatch(p.name)
             if not m or m.group(1) != name or p.is_symlink() or not p.is_dir():
                 continue
             with contextlib.suppress(OSError):
-                if time.time() - p.stat().st_mtime < STALE_SECONDS:
-                    continue
                 fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | CLOEXEC)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

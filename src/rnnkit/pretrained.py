@@ -90,7 +90,7 @@ class TextModel:
         In sentence mode generation starts at ``<start>`` and stops at ``<end>``."""
         prime = _text_arg("prime", prime)
         outs = sample_many(self.model, prime_ids(self.vocab, prime), length, num_samples,
-                           rng=check_rng(seed), temperature=temperature, top_k=top_k,
+                           rng=_seed(seed), temperature=temperature, top_k=top_k,
                            top_p=top_p, end_id=self.vocab.end_id)
         texts = [continuation_text(self.vocab, prime, out) for out in outs]
         return texts[0] if num_samples == 1 else texts
@@ -155,6 +155,15 @@ class TextModel:
                                                      "vocab": self.vocab.to_json()})
             files.write_atomic(tmp / CARD, model_card(config, out.name).encode())
         return out
+
+
+def _seed(seed: Any) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator) or seed is None:
+        return check_rng(seed)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed must be an int >= 0, a numpy.random.Generator or None (fresh "
+                        f"randomness); got {seed!r}")
+    return np.random.default_rng(int(seed))
 
 
 def _text_arg(name: str, x: Any) -> str:
@@ -248,6 +257,9 @@ def load(path: str | os.PathLike[str], *, which: str = "best") -> TextModel:
     checked before a model is built; a problem is an error that names the file and the fix."""
     from .rundir import load_language_model
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a path (a run directory, a checkpoint or an "
+                        f"export folder); got {type(path).__name__}")
     p = Path(path)
     if p.is_dir() and (p / CONFIG).exists():
         return _load_export(p)
