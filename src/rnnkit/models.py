@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import checks as check
+from .kernels import accelerate
 from .layers import Embedding, Linear, dropout_mask
 from .module import Module, check_dtype, check_rng
 from .recurrent import LAYERS, RecurrentCache, RNNBase, State
@@ -188,7 +189,7 @@ class Stepper:
         rnn = model.rnn
         if rnn.num_directions != 1:
             raise ValueError("a Stepper needs a unidirectional model")
-        self.kind = rnn.math
+        self.kind = accelerate(rnn.math, model.dtype)         # float32: the fused step
         self.num_layers = rnn.num_layers
         self.hidden_size = rnn.hidden_size
         self.vocab_size = model.config.vocab_size

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .functional import CellMath, Prepared, Stash
+from .kernels import accelerate
 
 Array = np.ndarray
 
@@ -92,6 +93,7 @@ def direction_forward(
     T, B, _ = x.shape
     H = w_hh.shape[1]
     dtype = w_hh.dtype
+    kind = accelerate(kind, dtype)                   # float32: the fused step (kernels.py)
     p = kind.prepare(w_ih, w_hh, b_ih, b_hh)
     # gx = x W_ih^T + b_ih (+ the parts of b_hh that add to it): all steps in one product
     if isinstance(x, OneHot):
@@ -140,6 +142,7 @@ def direction_backward(
     T, B, D = x.shape
     GH, H = p.w_h_back.shape
     dtype = p.w_h_back.dtype
+    kind = accelerate(kind, dtype)
     padded = batch_sizes is not None
     dgx = np.zeros((T, B, GH), dtype) if padded else np.empty((T, B, GH), dtype)
     dgh = (np.zeros_like(dgx) if padded else np.empty_like(dgx)) if kind.split_grad else dgx
