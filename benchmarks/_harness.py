@@ -17,6 +17,7 @@ and the reported number is the median over rounds of the seconds per call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -68,19 +69,46 @@ def alternate(fns: dict[str, Callable[[], object]], calls: dict[str, int], round
 
 
 def compare(rnnkit_fn: Callable[[], object], torch_fn: Callable[[], object], *, rounds: int,
-            pause: float, block: float) -> dict[str, Any]:
-    """Calibrate both, then alternate; medians and spreads in seconds per call."""
-    calls = {"rnnkit": calibrate(rnnkit_fn, block)}
-    time.sleep(pause)
-    calls["torch"] = calibrate(torch_fn, block)
-    times = alternate({"rnnkit": rnnkit_fn, "torch": torch_fn}, calls, rounds, pause)
+            pause: float, block: float, other: str = "torch",
+            reference_fn: Callable[[], object] | None = None) -> dict[str, Any]:
+    """Calibrate both, then alternate; medians and spreads in seconds per call. ``other`` names
+    the second side (``torch_fn``) in the result's keys: ``"torch"`` unless told otherwise.
+    ``reference_fn`` (rnnkit on its NumPy reference path, kernels off) joins the rotation as a
+    third side when given: ``kernel_speedup`` is then its median time over rnnkit's."""
+    fns = {"rnnkit": rnnkit_fn, other: torch_fn}
+    if reference_fn is not None:
+        fns["reference"] = reference_fn
+    calls = {}
+    for name, fn in fns.items():
+        calls[name] = calibrate(fn, block)
+        time.sleep(pause)
+    times = alternate(fns, calls, rounds, pause)
     res: dict[str, Any] = {"calls_per_block": calls, "rounds": rounds}
     for name, ts in times.items():
         res[name] = {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
                      "per_round_s": ts}
-    # throughput ratio rnnkit / torch = torch's time / rnnkit's time: > 1 means rnnkit faster
-    res["ratio"] = res["torch"]["median_s"] / res["rnnkit"]["median_s"]
+    # throughput ratio rnnkit / other = other's time / rnnkit's time: > 1 means rnnkit faster
+    res["ratio"] = res[other]["median_s"] / res["rnnkit"]["median_s"]
+    if reference_fn is not None:
+        res["kernel_speedup"] = res["reference"]["median_s"] / res["rnnkit"]["median_s"]
+        res["reference_ratio"] = res[other]["median_s"] / res["reference"]["median_s"]
     return res
+
+
+def reference(fn: Callable[[], object]) -> Callable[[], object] | None:
+    """``fn`` run on rnnkit's NumPy reference path (``rnnkit.kernels`` off), or None when the
+    kernels are not in use here (numba missing, or RNNKIT_KERNELS=0): then there is nothing to
+    compare against."""
+    from rnnkit import kernels
+
+    if not kernels.enabled or kernels.loops() is None:
+        return None
+
+    def run() -> object:
+        with kernels.reference():
+            return fn()
+
+    return run
 
 
 def to_torch(state_dict: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -95,13 +123,14 @@ def max_diff(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def check_close(what: str, a: Any, b: Any, tol: float) -> float:
+def check_close(what: str, a: Any, b: Any, tol: float, other: str = "torch") -> float:
     """Raise if rnnkit's and torch's values differ by more than ``tol`` (relative to the
-    largest magnitude, at least 1): the comparison would not be apples to apples."""
+    largest magnitude, at least 1): the comparison would not be apples to apples. ``b`` may be
+    a tensor or an array; ``other`` names its side in the message."""
     d = max_diff(a, b)
     scale = max(1.0, float(np.max(np.abs(np.asarray(a, np.float64)))))
     if not d <= tol * scale:
-        raise SystemExit(f"parity check failed for {what}: max |rnnkit - torch| = {d:.3g} "
+        raise SystemExit(f"parity check failed for {what}: max |rnnkit - {other}| = {d:.3g} "
                          f"> {tol * scale:.3g}; the two sides do not compute the same thing")
     return d
 
@@ -118,12 +147,36 @@ def add_common_args(ap: Any, rounds: int = 5, block: float = 0.4, pause: float =
 
 
 def environment(threads: int) -> dict[str, Any]:
+    """What the numbers depend on: versions, the CPU model, NumPy's BLAS, the kernels."""
     import os
 
+    from rnnkit import kernels
+
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                   "")
+    blas: Any = {}
+    with contextlib.suppress(Exception):
+        b = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{b.get('name')} {b.get('version')}"
+    numba_version = None
+    if kernels.available:
+        import numba
+
+        numba_version = numba.__version__
     return {"numpy": np.__version__, "torch": torch.__version__, "torch_threads": threads,
-            "cpus": os.cpu_count(), "machine": platform.machine(),
-            "python": platform.python_version(),
+            "cpus": os.cpu_count(), "cpu": cpu or platform.processor(), "blas": blas,
+            "machine": platform.machine(), "python": platform.python_version(),
+            "numba": numba_version, "kernels": kernels.enabled,
             "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One line for a table's header: CPU, BLAS, the libraries, whether the kernels run."""
+    kern = f"kernels on (numba {env['numba']})" if env["kernels"] else "kernels off"
+    return (f"{env['cpu']} ({env['cpus']} cpus), {env['blas']} | numpy {env['numpy']}, torch "
+            f"{env['torch']} ({env['torch_threads']} threads) | {kern}")
 
 
 class Table:

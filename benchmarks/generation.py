@@ -26,6 +26,7 @@ import _harness as hx
 import numpy as np
 import torch
 
+from rnnkit import kernels
 from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.pytorch import to_torch
 from rnnkit.recurrent import LAYERS
@@ -68,10 +69,25 @@ def bench(cell: str, H: int, args: argparse.Namespace) -> dict:
         with torch.no_grad():
             _, t_state = t_step(t_tokens[j], t_state)
 
-    r = hx.compare(np_call, t_call, rounds=args.rounds, pause=args.pause, block=args.block)
+    ref = hx.reference(np_call)
+    if ref is not None:                  # the reference path runs its own stepper
+        with kernels.reference():
+            ref_step = model.stepper()
+        k = 0
+        ref_state = None
+
+        def ref_call() -> None:
+            nonlocal k, ref_state
+            k = (k + 1) % len(ids)
+            _, ref_state = ref_step(np_tokens[k], ref_state)
+
+        ref = ref_call
+    r = hx.compare(np_call, t_call, rounds=args.rounds, pause=args.pause, block=args.block,
+                   reference_fn=ref)
     return {"cell": cell, "H": H, "rnnkit_us_per_token": 1e6 * r["rnnkit"]["median_s"],
             "torch_us_per_token": 1e6 * r["torch"]["median_s"], "speedup": r["ratio"],
-            "max_abs_diff": diff, "timing": r}
+            "reference_us_per_token": 1e6 * r["reference"]["median_s"] if ref else None,
+            "reference_speedup": r.get("reference_ratio"), "max_abs_diff": diff, "timing": r}
 
 
 def main() -> None:
@@ -85,18 +101,20 @@ def main() -> None:
         args.hidden = [256]
     torch.set_num_threads(args.threads)
     env = hx.environment(args.threads)
-    print(f"generation latency, B=1, vocab 65, embedding 64, 1 layer, float32 | torch "
-          f"{env['torch']} ({args.threads} threads, no_grad), numpy {env['numpy']} | "
-          f"{args.rounds} rounds, ~{args.block}s blocks, {args.pause}s pauses; medians; "
-          f"speedup = torch µs / rnnkit µs (goal >= 4x)")
-    table = hx.Table(["cell", "H", "rnnkit µs/tok", "torch µs/tok", "speedup", "max diff"],
-                     width=5)
+    print(f"generation latency, B=1, vocab 65, embedding 64, 1 layer, float32 | "
+          f"{hx.describe(env)}, no_grad | {args.rounds} rounds, ~{args.block}s blocks, "
+          f"{args.pause}s pauses; medians; speedup = torch µs / rnnkit µs (goal >= 4x); "
+          "reference: rnnkit with the kernels off")
+    table = hx.Table(["cell", "H", "rnnkit µs/tok", "torch µs/tok", "speedup", "reference µs",
+                      "ref speedup", "max diff"], width=5)
     rows = []
     for cell, H in itertools.product(args.cells, args.hidden):
         r = bench(cell, H, args)
         rows.append(r)
+        rs = r["reference_speedup"]
         table.row([cell, H, r["rnnkit_us_per_token"], r["torch_us_per_token"],
-                   f"{r['speedup']:.2f}x", f"{r['max_abs_diff']:.1e}"])
+                   f"{r['speedup']:.2f}x", r["reference_us_per_token"] or "-",
+                   "-" if rs is None else f"{rs:.2f}x", f"{r['max_abs_diff']:.1e}"])
     hx.write_json("generation", {"env": env, "args": vars(args), "rows": rows}, args.quick)
 
 

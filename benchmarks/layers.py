@@ -81,12 +81,15 @@ def bench(cell: str, H: int, B: int, T: int, args: argparse.Namespace) -> list[d
     for mode, f_np, f_t in (("train", np_train, t_train), ("infer", np_infer, t_infer)):
         if mode not in args.modes:
             continue
-        r = hx.compare(f_np, f_t, rounds=args.rounds, pause=args.pause, block=args.block)
+        r = hx.compare(f_np, f_t, rounds=args.rounds, pause=args.pause, block=args.block,
+                       reference_fn=hx.reference(f_np))
         tok = T * B
         rows.append({"cell": cell, "mode": mode, "H": H, "B": B, "T": T,
                      "rnnkit_tokens_per_s": tok / r["rnnkit"]["median_s"],
                      "torch_tokens_per_s": tok / r["torch"]["median_s"],
-                     "ratio": r["ratio"], "max_abs_diff": diff, "timing": r})
+                     "ratio": r["ratio"], "max_abs_diff": diff, "timing": r,
+                     "reference_ratio": r.get("reference_ratio"),
+                     "kernel_speedup": r.get("kernel_speedup")})
     return rows
 
 
@@ -109,18 +112,25 @@ def main() -> None:
     args.steps = args.steps or ([64, 128] if args.all else [64])
     torch.set_num_threads(args.threads)
     env = hx.environment(args.threads)
-    print(f"layers: 1 layer, D = H, float32 | torch {env['torch']} ({args.threads} threads), "
-          f"numpy {env['numpy']} | {args.rounds} rounds, ~{args.block}s blocks, "
-          f"{args.pause}s pauses; medians; ratio = rnnkit/torch throughput (> 1: rnnkit faster)")
-    header = ["cell", "mode", "H", "B", "T", "rnnkit tok/s", "torch tok/s", "ratio", "max diff"]
+    print(f"layers: 1 layer, D = H, float32 | {hx.describe(env)} | {args.rounds} rounds, "
+          f"~{args.block}s blocks, {args.pause}s pauses; medians; ratio = rnnkit/torch "
+          "throughput (> 1: rnnkit faster); ref ratio: the same with the kernels off; kernels: "
+          "their speedup")
+    header = ["cell", "mode", "H", "B", "T", "rnnkit tok/s", "torch tok/s", "ratio",
+              "ref ratio", "kernels", "max diff"]
     table = hx.Table(header, width=5)
     rows: list[dict] = []
     for cell, H, B, T in itertools.product(args.cells, args.hidden, args.batch, args.steps):
         for r in bench(cell, H, B, T, args):
             rows.append(r)
             table.row([r["cell"], r["mode"], H, B, T, r["rnnkit_tokens_per_s"],
-                       r["torch_tokens_per_s"], f"{r['ratio']:.2f}x", f"{r['max_abs_diff']:.1e}"])
+                       r["torch_tokens_per_s"], f"{r['ratio']:.2f}x", _x(r["reference_ratio"]),
+                       _x(r["kernel_speedup"]), f"{r['max_abs_diff']:.1e}"])
     hx.write_json("layers", {"env": env, "args": vars(args), "rows": rows}, args.quick)
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
 
 
 if __name__ == "__main__":

@@ -133,16 +133,24 @@ class FusedGRUMath(_Fused, GRUMath):
 
 
 class FusedRNNMath(_Fused, RNNMath):
-    """``RNNMath`` with the elementwise work of a step (forward and backward) fused."""
+    """``RNNMath`` with the elementwise work of a step (forward and backward) fused. Its
+    reference is only two or three passes: below SMALL elements (generation at B = 1) the
+    cost of calling the compiled loop exceeds them, and the reference runs."""
+
+    SMALL = 4096
 
     def step(self, s: Stash, t: int, n: int, gx: Array, h: Array, c: Array | None,
              p: Prepared, ws: dict[str, Array]) -> None:
+        if h.size < self.SMALL:
+            return RNNMath.step(self, s, t, n, gx, h, c, p, ws)
         a = s.acts[t, :n]
         np.matmul(h, p.w_hT, out=a)
         loops().rnn_forward(a, gx, h, self.nonlinearity == "relu")
 
     def step_back(self, s: Stash, t: int, n: int, dh: Array, dc: Array | None,
                   p: Prepared, ws: dict[str, Array], dgx: Array, dgh: Array) -> None:
+        if dh.size < self.SMALL:
+            return RNNMath.step_back(self, s, t, n, dh, dc, p, ws, dgx, dgh)
         loops().rnn_backward(s.acts[t, :n], dh, dgx, self.nonlinearity == "relu")
         np.matmul(dgx, p.w_h_back, out=dh)
 
