@@ -81,6 +81,24 @@ def test_to_torch_matches_float64(cell, nonlinearity, one_hot, num_layers, with_
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("one_hot", [False, True], ids=["embedding", "one_hot"])
+@pytest.mark.parametrize(("cell", "nonlinearity"), CELLS, ids=CELL_IDS)
+def test_to_torch_with_lengths_packs_like_rnnkit(cell, nonlinearity, one_hot):
+    """Sentence batches: lengths in any order give rnnkit's logits (zeros into the decoder
+    past each length) and each sequence's own final state, in float64 to 1e-10."""
+    cfg = _cfg(cell, nonlinearity, one_hot)
+    m = LanguageModel(cfg, rng=0)
+    ids = _ids()
+    lengths = np.array([T, 2, T - 1, 1][:B] + [T] * max(0, B - 4))
+    hx = _random_state(cfg)
+    logits, hn = m(ids, hx, lengths)
+    with torch.no_grad():
+        tlogits, thn = to_torch(m)(torch.from_numpy(ids), _as_torch(hx), lengths)
+    np.testing.assert_allclose(logits, tlogits.numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(_states(hn), _states(thn), strict=True):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("with_hx", [False, True], ids=["h0_zero", "h0_given"])
 @pytest.mark.parametrize("one_hot", [False, True], ids=["embedding", "one_hot"])
 @pytest.mark.parametrize(("cell", "nonlinearity"), CELLS, ids=CELL_IDS)

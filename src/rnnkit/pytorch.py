@@ -79,9 +79,13 @@ def _torch_class() -> type:
                                 dropout=config.dropout, dtype=dtype, **kw)
             self.decoder = nn.Linear(H, V, dtype=dtype)
 
-        def forward(self, tokens: Any, hx: Any = None) -> tuple[Any, Any]:
+        def forward(self, tokens: Any, hx: Any = None, lengths: Any = None
+                    ) -> tuple[Any, Any]:
             """``tokens`` (T, B) int64 -> ``(logits (T, B, V), hn)``; ``hx``/``hn`` as the
-            recurrent layer takes and returns them ((h, c) for the LSTM)."""
+            recurrent layer takes and returns them ((h, c) for the LSTM). ``lengths`` (B,),
+            any order: the sequences are packed (``pack_padded_sequence``), so, as in
+            rnnkit, steps past a length output zeros before the decoder (its bias there)
+            and ``hn`` is each sequence's state at its own last step."""
             p = self.rnn.dropout if self.training else 0.0
             if self.one_hot:
                 x = F.one_hot(tokens, self.vocab_size).to(self.decoder.weight.dtype)
@@ -89,7 +93,15 @@ def _torch_class() -> type:
                 x = self.embedding(tokens)
                 if p > 0:
                     x = F.dropout(x, p, True)
-            y, hn = self.rnn(x, hx)
+            if lengths is None:
+                y, hn = self.rnn(x, hx)
+            else:
+                from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+                lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
+                packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+                y, hn = self.rnn(packed, hx)
+                y, _ = pad_packed_sequence(y, total_length=tokens.shape[0])
             if p > 0:
                 y = F.dropout(y, p, True)
             return self.decoder(y), hn
