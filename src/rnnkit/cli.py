@@ -74,11 +74,14 @@ TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
     "max_bad_steps": (positive_int_arg, "stop after this many non-finite steps in a row"),
     "seed": (nonneg_int_arg, "seed of weights, dropout, data order and samples"),
     "dtype": (str, "float32 (fast) or float64"),
+    "backend": (str, "numpy (rnnkit's own layers) or torch (the PyTorch twin: pip install "
+                     "'rnnkit[torch]'); --resume may switch it"),
+    "device": (str, "torch backend: cpu, cuda or cuda:N"),
 }
 CHOICES = {"level": ("char", "word"), "mode": ("stream", "sentence"),
            "cell": ("rnn", "gru", "lstm"),
            "optimizer": ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
-           "dtype": ("float32", "float64")}
+           "dtype": ("float32", "float64"), "backend": ("numpy", "torch")}
 DEFAULT_MINUTES = 10.0
 
 

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import checkpoint, optim
+from .backends import BACKENDS, make_engine
 from .checks import check_scalar
 from .corpora import load_corpus
 from .files import printable
@@ -98,10 +99,12 @@ class TrainConfig:
     max_bad_steps: int = 10             # non-finite steps in a row before giving up
     seed: int = 0
     dtype: str = "float32"
+    backend: str = "numpy"              # numpy | torch (the PyTorch twin; backends.py)
+    device: str = "cpu"                 # torch: cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         for name, choices in (("level", ("char", "word")), ("mode", ("stream", "sentence")),
-                              ("optimizer", tuple(OPTIMIZERS))):
+                              ("optimizer", tuple(OPTIMIZERS)), ("backend", BACKENDS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}; got "
                                  f"{getattr(self, name)!r}")
@@ -154,9 +157,10 @@ class TrainConfig:
         return cls(**d)
 
 
-# the settings a resumed run may change: they decide when to stop or report, not what is computed
+# the settings a resumed run may change: they decide when to stop or report, or which engine
+# computes the same numbers, not what is computed
 BUDGET_FIELDS = ("max_steps", "max_minutes", "eval_interval", "sample_length", "temperature",
-                 "max_bad_steps")
+                 "max_bad_steps", "backend", "device")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -437,7 +441,11 @@ class Trainer:
         self._last_saved = 0
         if saved:
             self._restore(*saved)
-        else:
+        # the engine takes the (restored) weights, optimizer state and carried state; a
+        # backend or device that cannot run fails here, before a new run writes anything
+        self.engine = make_engine(cfg.backend, self.model, self.opt, cfg, cfg.device)
+        self.carry = self.engine.carry_from_numpy(self.carry)
+        if not saved:
             self.run_dir.new_log()
 
     def _resumed_config(self, base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -466,11 +474,13 @@ class Trainer:
 
     # ---- checkpoint state ---------------------------------------------------------------------
     def _state(self, record: dict[str, Any] | None) -> tuple[dict[str, Array], dict[str, Any]]:
+        self.engine.sync()
         tensors = {f"model.{k}": v for k, v in self.model.named_parameters()}
         ot, om = self.opt.state_dict()
         tensors |= {f"optim.{k}": v for k, v in ot.items()}
-        if self.carry is not None:
-            parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
+        carry = self.engine.carry_to_numpy(self.carry)
+        if carry is not None:
+            parts = carry if isinstance(carry, tuple) else (carry,)
             for name, arr in zip(("h", "c"), parts, strict=False):
                 tensors[f"carry.{name}"] = arr
         meta = {
@@ -545,35 +555,21 @@ class Trainer:
             return self._train_step()
 
     def _train_step(self) -> float | None:
-        cfg, model = self.cfg, self.model
         batch = next(self.data.train)
         if isinstance(batch, StreamBatch):
             if batch.is_epoch_start:
                 self.carry = None
                 if self.step > 0:
                     self.sched.step()
-            logits, hn, cache = model.forward(batch.x, self.carry)
-            loss, dlogits, _ = softmax_cross_entropy(logits, batch.y)
         else:
             assert isinstance(batch, SentenceBatch)
             if batch.index == 0 and self.step > 0:
                 self.sched.step()
-            logits, hn, cache = model.forward(batch.x, None, batch.lengths)
-            loss, dlogits, _ = softmax_cross_entropy(logits, batch.y, batch.mask)
-        model.zero_grad()
-        ok = math.isfinite(loss) and _finite(hn)
-        if ok:
-            model.backward(dlogits, cache)
-            if cfg.clip_value is not None:
-                optim.clip_grad_value_(model, cfg.clip_value)
-            norm = optim.clip_grad_norm_(model, cfg.grad_clip if cfg.grad_clip else math.inf)
-            # a step whose update would make a weight non-finite is not applied
-            ok = math.isfinite(norm) and self.opt.step() is not False
+        loss, hn, ok = self.engine.step(batch, self.carry)
         if not ok:
             self.skipped += 1
             self.bad_streak += 1
-            model.zero_grad()
-            if self.bad_streak >= cfg.max_bad_steps:
+            if self.bad_streak >= self.cfg.max_bad_steps:
                 raise TrainingError(
                     f"{self.bad_streak} steps in a row had a non-finite loss, state, gradient "
                     f"or update (at step {self.step + 1}); the run stops, and the last checkpoint "
@@ -670,6 +666,7 @@ class Trainer:
 
     def _evaluate(self, bar: _Progress) -> float:
         t0 = time.perf_counter()
+        self.engine.sync()                            # evaluation and samples run in NumPy
         val = evaluate(self.model, self.data.val)
         best = math.isfinite(val) and (self.best_val is None or val < self.best_val)
         if best:
