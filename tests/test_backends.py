@@ -116,3 +116,43 @@ def test_a_device_it_cannot_use_is_one_error_line(tmp_path, corpus, backend, dev
                         "--max-steps", "2"], capture_output=True, text=True, timeout=120)
     _one_error_line(r, needle)
     assert not (tmp_path / "r").exists()
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "rnnkit", "train"]
+
+
+def _flags(kw: dict) -> list[str]:
+    out = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        out += [flag] if v is True else [] if v is False else [flag, str(v)]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["stream", "sentence"])
+def test_two_gloo_processes_give_the_losses_of_one_and_resume_in_one(tmp_path, corpus, mode):
+    """torchrun, 2 CPU processes (gloo): the global batch is split between them, rank 0 alone
+    writes; the losses equal a one-process run's, and the run resumes in one process with the
+    numpy backend."""
+    kw = dict(SMALL, max_steps=12, mode=mode)
+    if mode == "sentence":
+        kw.update(level="word", cell="gru")
+    _train(tmp_path / "one", TrainConfig(**kw, corpus=str(corpus)))
+    two = tmp_path / "two"
+    r = subprocess.run([*TORCHRUN, str(corpus), "--out", str(two), "--backend", "torch",
+                        "--no-progress", *_flags(dict(kw, max_steps=6))],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("done: 6 steps") == 1                      # rank 0 alone reports
+    _train(two, max_steps=12, backend="numpy")
+    _close(_losses(two), _losses(tmp_path / "one"))
+    assert sorted(p.name for p in two.iterdir()) == sorted(
+        ["best.safetensors", "last.safetensors", "metrics.jsonl", "loss.png", ".lock"])
+
+
+def test_numpy_backend_under_torchrun_is_one_error_line(tmp_path, corpus):
+    r = subprocess.run([*TORCHRUN, str(corpus), "--out", str(tmp_path / "r"), "--max-steps",
+                        "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "error: several processes (torchrun) need --backend torch" in r.stderr

@@ -31,6 +31,19 @@ from .text import SentenceBatch, StreamBatch
 BACKENDS = ("numpy", "torch")
 
 
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of a process ``torchrun`` started (RANK, WORLD_SIZE in the
+    environment); ``(0, 1)`` for a plain process."""
+    import os
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0, 1
+    return (rank, world) if world > 1 else (0, 1)
+
+
 def _finite(state: State) -> bool:
     return all(np.isfinite(a).all() for a in (state if isinstance(state, tuple) else (state,)))
 
@@ -65,6 +78,12 @@ class NumpyEngine:
             model.zero_grad()
         return loss, hn, ok
 
+    rank, world = 0, 1
+
+    def agree(self, x: float) -> float:
+        """The value every process uses (rank 0's); one process: ``x``."""
+        return x
+
     def sync(self) -> None:
         """Nothing to do: the NumPy objects are the engine."""
 
@@ -96,6 +115,19 @@ class TorchEngine:
             raise ValueError(f"--device {device!r} is not usable here ({e}); use cpu, or "
                              "cuda / cuda:N on a machine with a GPU") from None
         self.model, self.opt, self.cfg = model, opt, cfg
+        self.rank, self.world = distributed()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if cfg.batch_size % self.world:
+                raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the "
+                                 f"{self.world} processes: each takes an equal share")
+            if self.device.type == "cuda" and self.device.index is None:
+                self.device = torch.device("cuda", int(__import__("os").environ.get(
+                    "LOCAL_RANK", "0")))
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.dist = dist
         self.tm = to_torch(model).to(self.device)
         self.names = [n for n, _ in self.tm.named_parameters()]
         self.params = [p for _, p in self.tm.named_parameters()]
@@ -103,6 +135,31 @@ class TorchEngine:
         kind = type(opt).__name__
         self.topt = getattr(torch.optim, kind)(self.params, **hyper)
         self.load()
+        self.net: Any = self.tm
+        if self.world > 1:        # gradients averaged over the processes in backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.tm)
+
+    def _cols(self, B: int) -> slice:
+        """This process's share of the batch columns (streams, or lines)."""
+        k = B // self.world
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def _sum(self, x: float) -> float:
+        if self.world == 1:
+            return x
+        t = self.torch.tensor([x], dtype=self.torch.float64)
+        self.dist.all_reduce(t)
+        return float(t[0])
+
+    def agree(self, x: float) -> float:
+        """Rank 0's value in every process (a clock, a stop flag): they stay in step."""
+        if self.world == 1:
+            return x
+        t = self.torch.tensor([x], dtype=self.torch.float64)
+        self.dist.broadcast(t, 0)
+        return float(t[0])
 
     # ---- one step -------------------------------------------------------------------------
     def step(self, batch: StreamBatch | SentenceBatch, carry: Any) -> tuple[float, Any, bool]:
@@ -113,17 +170,26 @@ class TorchEngine:
         x = torch.from_numpy(np.ascontiguousarray(batch.x, dtype=np.int64)).to(self.device)
         y = torch.from_numpy(np.ascontiguousarray(batch.y, dtype=np.int64)).to(self.device)
         V = self.model.config.vocab_size
+        cols = self._cols(x.shape[1])
+        x, y = x[:, cols], y[:, cols]
         if isinstance(batch, StreamBatch):
-            logits, hn = self.tm(x, carry)
-            loss_t = torch.nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+            logits, hn = self.net(x, carry)
+            local = torch.nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1),
+                                                      reduction="sum")
+            n = float(y.numel())
         else:
-            logits, hn = self.tm(x, None, batch.lengths)
-            mask = torch.from_numpy(batch.mask).to(self.device)
-            loss_t = torch.nn.functional.cross_entropy(logits[mask], y[mask])
+            logits, hn = self.net(x, None, batch.lengths[cols])
+            mask = torch.from_numpy(np.ascontiguousarray(batch.mask[:, cols])).to(self.device)
+            local = torch.nn.functional.cross_entropy(logits[mask], y[mask], reduction="sum")
+            n = float(mask.sum())
+        # the mean over the whole batch; DDP averages the processes' gradients, hence * world
+        total = self._sum(n)
+        loss_t = local * (self.world / total)
         self.topt.zero_grad(set_to_none=False)
-        loss = float(loss_t.detach())
+        loss = self._sum(float(local.detach())) / total
         states = hn if isinstance(hn, tuple) else (hn,)
-        ok = math.isfinite(loss) and all(bool(torch.isfinite(s).all()) for s in states)
+        ok = math.isfinite(loss) and self._sum(
+            float(not all(bool(torch.isfinite(s).all()) for s in states))) == 0
         if ok:
             loss_t.backward()
             if cfg.clip_value is not None:
@@ -187,20 +253,29 @@ class TorchEngine:
                 self.topt.state[p] = state
 
     def carry_to_numpy(self, carry: Any) -> State | None:
+        """The whole batch's carried state (every process's columns, gathered)."""
         if carry is None:
             return None
-        if isinstance(carry, tuple):
-            return tuple(c.detach().cpu().numpy().copy() for c in carry)
-        return carry.detach().cpu().numpy().copy()
+        parts = carry if isinstance(carry, tuple) else (carry,)
+        out = []
+        for c in parts:
+            c = c.detach()
+            if self.world > 1:
+                pieces = [self.torch.empty_like(c) for _ in range(self.world)]
+                self.dist.all_gather(pieces, c.contiguous())
+                c = self.torch.cat(pieces, dim=1)
+            out.append(c.cpu().numpy().copy())
+        return (out[0], out[1]) if isinstance(carry, tuple) else out[0]
 
     def carry_from_numpy(self, carry: State | None) -> Any:
+        """This process's columns of a saved carried state."""
         if carry is None:
             return None
         torch = self.torch
-        if isinstance(carry, tuple):
-            return tuple(torch.from_numpy(np.array(c, copy=True)).to(self.device)
-                         for c in carry)
-        return torch.from_numpy(np.array(carry, copy=True)).to(self.device)
+        parts = carry if isinstance(carry, tuple) else (carry,)
+        out = [torch.from_numpy(np.array(c[:, self._cols(c.shape[1])], copy=True)).to(
+            self.device) for c in parts]
+        return (out[0], out[1]) if isinstance(carry, tuple) else out[0]
 
 
 def make_engine(backend: str, model: LanguageModel, opt: optim.Optimizer, cfg: Any,
@@ -209,6 +284,9 @@ def make_engine(backend: str, model: LanguageModel, opt: optim.Optimizer, cfg: A
         if device != "cpu":
             raise ValueError(f"--device {device!r} needs --backend torch; the numpy backend "
                              "runs on the CPU")
+        if distributed()[1] > 1:
+            raise ValueError("several processes (torchrun) need --backend torch; the numpy "
+                             "backend runs in one")
         return NumpyEngine(model, opt, cfg)
     if backend == "torch":
         return TorchEngine(model, opt, cfg, device)

@@ -134,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or os.path.join("runs", Path(cfg.corpus).stem)
         trainer = Trainer(cfg, out, progress=not args.no_progress)
     summary = trainer.run()
+    from .backends import distributed
+
+    if distributed()[0]:                 # torchrun: rank 0 reports
+        return 130 if summary.stopped_by == "interrupted" else 0
     best = "" if summary.best_val is None else f", best validation {summary.best_val:.4f}"
     skipped = f", {summary.skipped_steps} steps skipped (non-finite)" \
         if summary.skipped_steps else ""

@@ -212,6 +212,38 @@ class RunDir:
         files.write_figure(self.plot_path, fig)
 
 
+class FollowerRunDir(RunDir):
+    """The run directory as the ranks after the first of a multi-process run see it: they read
+    the checkpoint to resume from, and write nothing (rank 0 owns the directory)."""
+
+    def acquire(self) -> None:
+        """Nothing to hold: rank 0 holds the lock."""
+
+    def release(self, *, undo: bool = False) -> None:
+        """Nothing held."""
+
+    def save(self, tensors: dict[str, np.ndarray], meta: dict[str, Any], *, best: bool) -> None:
+        """Rank 0 saves."""
+
+    def repair_best(self) -> None:
+        """Rank 0 repairs."""
+
+    def new_log(self) -> None:
+        """Rank 0 writes the log."""
+
+    def append(self, record: dict[str, Any], *, sync: bool = False) -> None:
+        """Rank 0 writes the log."""
+
+    def sync(self) -> None:
+        """Rank 0 writes the log."""
+
+    def reconcile(self, step: int, record: dict[str, Any] | None) -> None:
+        """Rank 0 writes the log."""
+
+    def plot(self) -> None:
+        """Rank 0 draws."""
+
+
 def _meta_or_none(path: Path) -> dict[str, Any] | None:
     try:
         return checkpoint.read_meta(path)

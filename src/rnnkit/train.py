@@ -19,6 +19,7 @@ in a row stop the run. Ctrl-C (SIGINT) and SIGTERM finish the current step, save
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import signal
@@ -34,7 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import checkpoint, optim
-from .backends import BACKENDS, make_engine
+from .backends import BACKENDS, distributed, make_engine
 from .checks import check_scalar
 from .corpora import load_corpus
 from .files import printable
@@ -43,7 +44,7 @@ from .layers import softmax_cross_entropy
 from .models import LanguageModel, LMConfig
 from .module import eval_mode
 from .recurrent import State
-from .rundir import RunDir, check_language_model, jsonable
+from .rundir import FollowerRunDir, RunDir, check_language_model, jsonable
 from .text import (
     WORD,
     SentenceBatch,
@@ -389,7 +390,10 @@ class Trainer:
         self.budget_note = ""
         if not resume and cfg is None:
             raise ValueError("a new run needs a TrainConfig")
-        self.run_dir = RunDir(self.out)
+        rank, _ = distributed()
+        if rank:                  # torchrun: rank 0 alone writes the run directory and prints
+            self.log, self.progress = open(os.devnull, "w"), False  # noqa: SIM115
+        self.run_dir = RunDir(self.out) if rank == 0 else FollowerRunDir(self.out)
         self.run_dir.acquire()
         try:
             self._setup(cfg, resume, dict(overrides or {}))
@@ -619,7 +623,7 @@ class Trainer:
                             self.train_seconds >= 60 * cfg.max_minutes:
                         stopped_by = "max_minutes"
                         break
-                    if interrupted:
+                    if self.engine.agree(float(bool(interrupted))):
                         stopped_by = "interrupted"
                         break
                     if self.before_step is not None:
@@ -627,7 +631,8 @@ class Trainer:
                     t0 = time.perf_counter()
                     loss = self.train_step()
                     dt = time.perf_counter() - t0
-                    self.train_seconds += dt
+                    # several processes run in step: rank 0's clock decides the time budget
+                    self.train_seconds = self.engine.agree(self.train_seconds + dt)
                     if loss is not None:
                         last_loss = loss
                         self.window.append(loss)
