@@ -7,9 +7,13 @@ forward, cross-entropy, backward, clipping at 5, Adam, on a stream batch of B x 
 characters with the carried state, for the default model (vocabulary 65, embedding 64, 2 LSTM
 layers of H units, float32). The engines start from the same weights; the first step's losses
 are checked to agree. Numpy and torch CPU alternate in one process (see _harness.py); CUDA is
-timed on its own (synchronised) after them.
+timed on its own (synchronised) after them. ``--processes 2`` adds the torch backend in two
+CPU processes: ``torchrun --standalone --nproc-per-node 2 -m rnnkit train --backend torch``
+on the built-in corpus for ``--train-steps`` steps, tokens/s from its metrics.jsonl (after
+the first two steps), the global batch B split between the processes.
 
     python benchmarks/backends.py                   # H {256, 512, 1024} x B {64, 256}
+    python benchmarks/backends.py --processes 2     # and two torchrun processes (CPU)
     python benchmarks/backends.py --quick           # H 128, B 16, T 16
 """
 
@@ -86,11 +90,38 @@ def measure(H: int, B: int, args: argparse.Namespace, cuda: bool) -> dict:
     return row
 
 
+def two_processes(H: int, B: int, T: int, steps: int) -> float:
+    """Tokens/s of ``rnnkit train --backend torch`` in two torchrun processes."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "-m", "rnnkit", "train", "--out", str(out), "--backend", "torch",
+               "--hidden-size", str(H), "--batch-size", str(B), "--seq-len", str(T),
+               "--max-steps", str(steps), "--eval-interval", str(10 * steps),
+               "--sample-length", "0", "--no-progress"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-2000:]}")
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = [x for x in rows if "loss" in x]
+        a, b = rows[1], rows[-1]
+        return (b["step"] - a["step"]) * B * T / (b["train_seconds"] - a["train_seconds"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", nargs="+", type=int, default=[256, 512, 1024])
     ap.add_argument("--batch", nargs="+", type=int, default=[64, 256])
     ap.add_argument("--steps", type=int, default=64, help="T")
+    ap.add_argument("--processes", type=int, choices=(1, 2), default=1,
+                    help="2: also the torch backend in two torchrun CPU processes")
+    ap.add_argument("--train-steps", type=int, default=8, help="steps of each 2-process run")
     hx.add_common_args(ap, rounds=5, block=1.0, pause=0.5)
     args = ap.parse_args()
     if args.quick:
@@ -103,15 +134,17 @@ def main() -> None:
     print(f"char-LM training step through rnnkit train's engines, 2 x H LSTM, T={args.steps} | "
           f"{hx.describe(env)} | CUDA: {env['cuda'] or 'none'} | {args.rounds} rounds; tokens/s "
           "(medians); ratio = torch CPU / numpy")
-    table = hx.Table(["H", "B", "numpy tok/s", "torch cpu tok/s", "ratio", "cuda tok/s",
-                      "first loss diff"], width=6)
+    table = hx.Table(["H", "B", "numpy tok/s", "torch cpu tok/s", "ratio", "torch 2 procs",
+                      "cuda tok/s", "first loss diff"], width=6)
     rows = []
     for H, B in itertools.product(args.hidden, args.batch):
         row = measure(H, B, args, cuda)
+        row["torch_2_processes_tokens_per_s"] = (
+            two_processes(H, B, args.steps, args.train_steps) if args.processes == 2 else None)
         rows.append(row)
         table.row([H, B, row["numpy_tokens_per_s"], row["torch_cpu_tokens_per_s"],
-                   f"{row['ratio']:.2f}x", row["cuda_tokens_per_s"] or "-",
-                   f"{row['first_loss_diff']:.1e}"])
+                   f"{row['ratio']:.2f}x", row["torch_2_processes_tokens_per_s"] or "-",
+                   row["cuda_tokens_per_s"] or "-", f"{row['first_loss_diff']:.1e}"])
     hx.write_json("backends", {"env": env, "args": vars(args), "rows": rows}, args.quick)
 
 
