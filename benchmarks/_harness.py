@@ -95,6 +95,20 @@ def compare(rnnkit_fn: Callable[[], object], torch_fn: Callable[[], object], *, 
     return res
 
 
+def stepping(step: Callable[[Any, Any], tuple[Any, Any]], tokens: Sequence[Any]
+             ) -> Callable[[], None]:
+    """A call that feeds the next of ``tokens`` (cycling) to ``step(token, state)`` with the
+    state carried across calls and blocks: one generated token per call."""
+    k, state = 0, None
+
+    def call() -> None:
+        nonlocal k, state
+        k = (k + 1) % len(tokens)
+        _, state = step(tokens[k], state)
+
+    return call
+
+
 def reference(fn: Callable[[], object]) -> Callable[[], object] | None:
     """``fn`` run on rnnkit's NumPy reference path (``rnnkit.kernels`` off), or None when the
     kernels are not in use here (numba missing, or RNNKIT_KERNELS=0): then there is nothing to

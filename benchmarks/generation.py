@@ -72,16 +72,7 @@ def bench(cell: str, H: int, args: argparse.Namespace) -> dict:
     ref = hx.reference(np_call)
     if ref is not None:                  # the reference path runs its own stepper
         with kernels.reference():
-            ref_step = model.stepper()
-        k = 0
-        ref_state = None
-
-        def ref_call() -> None:
-            nonlocal k, ref_state
-            k = (k + 1) % len(ids)
-            _, ref_state = ref_step(np_tokens[k], ref_state)
-
-        ref = ref_call
+            ref = hx.stepping(model.stepper(), np_tokens)
     r = hx.compare(np_call, t_call, rounds=args.rounds, pause=args.pause, block=args.block,
                    reference_fn=ref)
     return {"cell": cell, "H": H, "rnnkit_us_per_token": 1e6 * r["rnnkit"]["median_s"],

@@ -100,17 +100,7 @@ def bench_generation(model: LanguageModel, sess: ort.InferenceSession,
         j = (j + 1) % len(ids)
         _, ort_feed = ort_step(ort_tokens[j], ort_feed)
 
-    ref = None
-    if hx.reference(np_call) is not None:
-        k = 0
-        ref_state = None
-
-        def ref_call() -> None:
-            nonlocal k, ref_state
-            k = (k + 1) % len(ids)
-            _, ref_state = ref_step(np_tokens[k], ref_state)
-
-        ref = ref_call
+    ref = hx.stepping(ref_step, np_tokens) if hx.reference(np_call) is not None else None
     r = hx.compare(np_call, ort_call, rounds=args.rounds, pause=args.pause, block=args.block,
                    other=ORT, reference_fn=ref)
     return {"rnnkit_us_per_token": 1e6 * r["rnnkit"]["median_s"],
