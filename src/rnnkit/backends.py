@@ -146,12 +146,13 @@ class TorchEngine:
         k = B // self.world
         return slice(self.rank * k, (self.rank + 1) * k)
 
-    def _sum(self, x: float) -> float:
+    def _sum(self, *xs: float) -> list[float]:
+        """Each of ``xs`` summed over the processes (one all-reduce)."""
         if self.world == 1:
-            return x
-        t = self.torch.tensor([x], dtype=self.torch.float64)
+            return list(xs)
+        t = self.torch.tensor(xs, dtype=self.torch.float64)
         self.dist.all_reduce(t)
-        return float(t[0])
+        return t.tolist()
 
     def agree(self, x: float) -> float:
         """Rank 0's value in every process (a clock, a stop flag): they stay in step."""
@@ -182,14 +183,15 @@ class TorchEngine:
             mask = torch.from_numpy(np.ascontiguousarray(batch.mask[:, cols])).to(self.device)
             local = torch.nn.functional.cross_entropy(logits[mask], y[mask], reduction="sum")
             n = float(mask.sum())
+        states = hn if isinstance(hn, tuple) else (hn,)
+        bad = float(not all(bool(torch.isfinite(s).all()) for s in states))
+        # one reduction for the batch's token count, loss sum and non-finite states
+        total, loss_sum, bad = self._sum(n, float(local.detach()), bad)
         # the mean over the whole batch; DDP averages the processes' gradients, hence * world
-        total = self._sum(n)
         loss_t = local * (self.world / total)
         self.topt.zero_grad(set_to_none=False)
-        loss = self._sum(float(local.detach())) / total
-        states = hn if isinstance(hn, tuple) else (hn,)
-        ok = math.isfinite(loss) and self._sum(
-            float(not all(bool(torch.isfinite(s).all()) for s in states))) == 0
+        loss = loss_sum / total
+        ok = math.isfinite(loss) and bad == 0
         if ok:
             loss_t.backward()
             if cfg.clip_value is not None:
