@@ -171,3 +171,38 @@ def test_score_matches_the_direct_sum(model):
     assert s.log_likelihood == pytest.approx(direct, rel=1e-12)
     assert s.tokens == 39
     assert s.perplexity == pytest.approx(np.exp(-direct / 39))
+
+
+# ---- streaming (rnnkit serve) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kw", [{}, {"temperature": 0}, {"temperature": 0.7, "top_k": 3},
+                                {"temperature": 1.3, "top_p": 0.6}])
+def test_stream_gives_the_tokens_of_sample_one_at_a_time(model, kw):
+    from rnnkit.generate import sampling_probs, stream
+
+    want = sample(model, [1, 2], 40, rng=np.random.default_rng(9), end_id=4, **kw)
+    draws = list(stream(model, [1, 2], 40, rng=np.random.default_rng(9), end_id=4, **kw))
+    assert [d.id for d in draws] == want
+    model.eval()
+    seq = [1, 2]
+    for d in draws:                              # each draw carries the logits it came from
+        logits, _ = model(np.array(seq)[:, None])
+        np.testing.assert_allclose(d.logits, logits[-1, 0], rtol=1e-12, atol=1e-12)
+        p = sampling_probs(d.logits, kw.get("temperature", 1.0), kw.get("top_k"),
+                           kw.get("top_p"))
+        assert p[d.id] > 0 and abs(p.sum() - 1) < 1e-12
+        seq.append(d.id)
+
+
+def test_sampling_probs_is_the_distribution_choose_token_draws_from():
+    from rnnkit.generate import sampling_probs
+
+    logits = np.array([2.0, 1.0, 0.5, -1.0, 3.0])
+    p = sampling_probs(logits, 0.5, top_k=3, top_p=None)
+    assert (p[[3, 2]] == 0).all() and abs(p.sum() - 1) < 1e-15
+    rng = np.random.default_rng(0)
+    counts = np.bincount([choose_token(logits, rng, 0.5, 3) for _ in range(20000)], minlength=5)
+    np.testing.assert_allclose(counts / 20000, p, atol=0.012)
+    np.testing.assert_array_equal(sampling_probs(logits, 0), np.eye(5)[4])
+    q = sampling_probs(logits, 1.0, top_p=0.5)                   # the smallest set reaching 0.5
+    assert np.count_nonzero(q) == 1 and q[4] == 1.0

@@ -23,7 +23,7 @@ from rnnkit.lab.neurons import (
 )
 from rnnkit.models import LanguageModel, LMConfig
 from rnnkit.rundir import load_language_model as model_from_checkpoint
-from rnnkit.text import Vocab, build_vocab, tokenize, tokenize_lines
+from rnnkit.text import Vocab, build_vocab, detokenize, tokenize, tokenize_lines
 from rnnkit.train import TrainConfig, prepare_data, validation_start
 
 ENGLISH = "".join(
@@ -352,3 +352,91 @@ def test_cli_errors_write_nothing(runs, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and files == []
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+# ---- span queries (LSTMVis) and display pieces (rnnkit serve) ---------------------------------
+
+def _brute_select(v, a, b, thr, pad):
+    T, H = v.shape
+    return [u for u in range(H)
+            if all(v[t, u] >= thr for t in range(a, b))
+            and all(v[t, u] < thr for t in list(range(max(a - pad, 0), a))
+                    + list(range(b, min(b + pad, T))))]
+
+
+def _brute_match(v, units, thr):
+    if not units:
+        return []
+    on = [all(v[t, u] >= thr for u in units) for t in range(v.shape[0])]
+    runs, t = [], 0
+    while t < len(on):
+        if on[t]:
+            s = t
+            while t < len(on) and on[t]:
+                t += 1
+            runs.append((s, t))
+        else:
+            t += 1
+    return runs
+
+
+def test_select_and_match_equal_a_brute_force_reading_of_lstmvis():
+    from rnnkit.lab.neurons import match_spans, select_units
+
+    rng = np.random.default_rng(0)
+    hits = 0
+    for trial in range(300):
+        T, H = int(rng.integers(3, 30)), int(rng.integers(1, 12))
+        # smooth-ish on/off patterns so spans of several tokens exist
+        v = np.cumsum(rng.standard_normal((T, H)), axis=0) * 0.3
+        a = int(rng.integers(0, T - 1))
+        b = int(rng.integers(a + 1, min(T, a + 5) + 1))
+        thr, pad = float(rng.uniform(-0.5, 0.5)), int(rng.integers(0, 3))
+        units = select_units(v, a, b, thr, pad)
+        assert units.tolist() == _brute_select(v, a, b, thr, pad)
+        got = [(m.start, m.end) for m in match_spans(v, units, thr)]
+        assert got == _brute_match(v, units.tolist(), thr)
+        if units.size:
+            hits += 1
+            assert any(s <= a and b <= e for s, e in got)          # the query span matches
+    assert hits > 30
+
+
+def test_select_and_match_refuse_bad_spans():
+    from rnnkit.lab.neurons import match_spans, select_units
+
+    v = np.zeros((5, 3))
+    for a, b in ((3, 3), (4, 2), (0, 6), (-1, 2), (5, 6)):
+        with pytest.raises(ValueError, match="span"):
+            select_units(v, a, b, 0.1)
+    with pytest.raises(ValueError, match="pad"):
+        select_units(v, 0, 1, 0.1, pad=-1)
+    with pytest.raises(ValueError, match="threshold"):
+        select_units(v, 0, 1, float("nan"))
+    with pytest.raises(ValueError, match="units"):
+        match_spans(v, [3], 0.1)
+    assert match_spans(v, [], 0.1) == []
+    assert [(m.start, m.end, m.length) for m in match_spans(v, [0, 2], 0.0)] == [(0, 5, 5)]
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_display_pieces_join_to_the_text_the_html_page_shows(level):
+    from rnnkit.lab.neurons import display_pieces
+
+    text = 'KING:\nThe lord (said 3) "go now", to [the] king.\nAll:\n'
+    toks = tokenize(text, level)
+    pieces = display_pieces(toks, level)
+    assert len(pieces) == len(toks)
+    assert "".join(pieces).replace("\u21b5", "") == (text if level == "char" else
+                                                      detokenize(toks, "word"))
+    acts = Activations(toks, np.zeros((len(toks), 1), np.float32), [Unit(0, "h", 0)], level)
+    page = render_html(acts, top_units(acts, text_features(toks, level)))
+    assert html.escape(pieces[1]) in page
+
+
+def test_color_levels_is_the_rule_of_the_page():
+    from rnnkit.lab.neurons import LEVELS, color_levels
+
+    v = np.array([0.5, -1.0, 0.01, 0.0, 0.74], np.float32)
+    np.testing.assert_array_equal(color_levels(v), [4, -8, 0, 0, 6])
+    assert color_levels(np.zeros(3)).tolist() == [0, 0, 0] and LEVELS == 8

@@ -469,3 +469,57 @@ def test_a_new_run_is_refused_where_another_run_left_a_best(tmp_path, corpus):
     (tmp_path / "r" / "last.safetensors").unlink()
     with pytest.raises(FileExistsError, match=r"best\.safetensors"):
         Trainer(_cfg(corpus), tmp_path / "r", **_quiet())
+
+
+# ---- reading a log as it grows (rnnkit serve) ----------------------------------------------------
+
+def test_metrics_tail_reads_only_whole_new_lines_and_restarts_on_a_replaced_log(tmp_path):
+    from rnnkit.rundir import MetricsTail
+
+    rd = RunDir(tmp_path)
+    tail = MetricsTail(rd.metrics)
+    assert tail.read() == [] and tail.generation == 0            # no log yet
+    rd.new_log()
+    for s in (1, 2):
+        rd.append({"step": s, "loss": 1.0 / s})
+    assert [r["step"] for r in tail.read()] == [1, 2]
+    gen = tail.generation
+    with open(rd.metrics, "ab") as f:                # a writer caught in the middle of a line
+        f.write(b'{"step": 3, "lo')
+    assert [r["step"] for r in tail.read()] == [1, 2]
+    with open(rd.metrics, "ab") as f:
+        f.write(b'ss": 0.3}\nnot json\n{"step": 4}\n')
+    assert [r["step"] for r in tail.read()] == [1, 2, 3, 4] and tail.generation == gen
+    assert tail.read() == rd.records()
+    rd.reconcile(2, None)                            # a resume cuts the log: a new file
+    assert [r["step"] for r in tail.read()] == [1, 2] and tail.generation == gen + 1
+    rd.append({"step": 3, "loss": 9.0})
+    assert tail.read()[-1] == {"step": 3, "loss": 9.0}
+    # the same inode rewritten in place to other bytes of at least the old length
+    data = rd.metrics.read_bytes()
+    with open(rd.metrics, "r+b") as f:
+        f.write(data.replace(b"9.0", b"7.0"))
+    assert tail.read()[-1] == {"step": 3, "loss": 7.0}
+    rd.metrics.unlink()
+    assert tail.read() == []
+
+
+def test_trainer_is_the_live_holder_of_the_lock_and_probing_never_takes_it(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    assert rd.trainer() is None                      # no directory, no lock file
+    rd.acquire()
+    try:
+        assert rd.trainer() == os.getpid()
+        other = RunDir(tmp_path / "run")
+        for _ in range(50):                           # probing never blocks a starting trainer
+            assert other.trainer() == os.getpid()
+    finally:
+        rd.release()
+    assert rd.trainer() is None                      # released: the pid in the file is stale
+    rd2 = RunDir(tmp_path / "run")
+    rd2.acquire()
+    rd2.release()
+    (tmp_path / "run" / ".lock").write_text("999999999\n")
+    assert RunDir(tmp_path / "run").trainer() is None
+    (tmp_path / "run" / ".lock").write_text("garbage")
+    assert RunDir(tmp_path / "run").trainer() is None

@@ -298,3 +298,23 @@ def test_an_interrupted_and_resumed_run_logs_what_an_uninterrupted_one_does(
     monkeypatch.undo()
     Trainer(None, tmp_path / "b", resume=True, **_quiet()).run()
     assert _log(tmp_path / "b") == _log(tmp_path / "a")
+
+
+def test_each_evaluation_record_carries_its_sample(tmp_path, corpus):
+    # rnnkit serve's Training tab shows the text improving step by step from these records
+    log = io.StringIO()
+    Trainer(_cfg(corpus), tmp_path / "a", log=log, progress=False).run()
+    Trainer(_cfg(corpus, max_steps=7), tmp_path / "b", **_quiet()).run()
+    Trainer(None, tmp_path / "b", resume=True, overrides={"max_steps": 12}, **_quiet()).run()
+    evals = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text()
+             .splitlines() if "val_loss" in line]
+    assert [r["step"] for r in evals] == [5, 10, 12]
+    assert all(isinstance(r["sample"], str) and r["sample"] for r in evals)
+    assert all(r["sample"].strip("\n") in log.getvalue() for r in evals)   # what was printed
+    again = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text()
+             .splitlines() if "val_loss" in line]
+    # the stop at step 7 evaluated (and sampled) too, so only the samples before it agree
+    assert [r["step"] for r in again] == [5, 7, 10, 12] and again[0] == evals[0]
+    assert all(isinstance(r["sample"], str) for r in again)
+    Trainer(_cfg(corpus, sample_length=0), tmp_path / "c", **_quiet()).run()
+    assert "sample" not in (tmp_path / "c" / "metrics.jsonl").read_text()

@@ -6,6 +6,8 @@
     rnnkit score DIR FILE           log-likelihood and perplexity of a text under the model
     rnnkit info DIR                 what a checkpoint or an export holds
     rnnkit export DIR OUT           config.json, model.safetensors, vocab.json, model.onnx
+    rnnkit serve DIR                a local page: live loss curves, streamed samples, neurons,
+                                    gradients (rnnkit.server)
     rnnkit check                    gradient-check every layer and cell in float64
     rnnkit lab EXPERIMENT           why GRU and LSTM exist: gradients, adding, copy, agreement,
                                     neurons (rnnkit.lab; each prints a table and writes its
@@ -388,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of model.safetensors [default: the model's]; model.onnx is "
                    "float32")
     e.set_defaults(func=cmd_export)
+
+    from .server import add_command as add_serve
+
+    add_serve(sub)
 
     lab = sub.add_parser("lab", help="experiments: why GRU and LSTM exist")
     labsub = lab.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,17 +64,19 @@ def continuation_text(vocab: Vocab, prime: str, ids: Sequence[int]) -> str:
     return prime + (" " if vocab.level == "word" and prime and text else "") + text
 
 
-def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None) -> int:
-    """Pick the next token id from one row of logits (V,).
+def sampling_probs(logits: Array, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> Array:
+    """The distribution (V,) float64 that :func:`choose_token` draws the next token from.
 
-    temperature 0 -> argmax. Otherwise (logits - max) / temperature, keep the top_k largest,
-    keep the smallest set of most likely tokens whose probability reaches top_p, renormalise,
-    draw. A temperature so small that the quotient overflows sends every token below the
-    maximum to -inf: greedy, the limit, with ties split evenly among the maxima.
+    temperature 0 -> all mass on the argmax. Otherwise (logits - max) / temperature, keep the
+    top_k largest, keep the smallest set of most likely tokens whose probability reaches top_p,
+    renormalise. A temperature so small that the quotient overflows sends every token below
+    the maximum to -inf: greedy, the limit, with ties split evenly among the maxima.
     """
     if temperature == 0:
-        return int(np.argmax(logits))
+        p = np.zeros(logits.shape[-1])
+        p[int(np.argmax(logits))] = 1.0
+        return p
     z = logits.astype(np.float64)
     z -= z.max()                                  # <= 0: the quotient overflows only to -inf
     with np.errstate(over="ignore"):
@@ -92,6 +94,16 @@ def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1
         keep[order[:cut]] = True
         p[~keep] = 0.0
         p /= p.sum()
+    return p
+
+
+def choose_token(logits: Array, rng: np.random.Generator, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None) -> int:
+    """Pick the next token id from one row of logits (V,): the argmax at temperature 0, else
+    one draw from :func:`sampling_probs` (one ``rng.random()``)."""
+    if temperature == 0:
+        return int(np.argmax(logits))
+    p = sampling_probs(logits, temperature, top_k, top_p)
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), p.size - 1))
 
@@ -124,10 +136,40 @@ def sample_many(model: LanguageModel, prime: Sequence[int], length: int, num_sam
     the model per step). Row 0 draws from ``rng`` itself, so it is the text :func:`sample`
     gives with the same generator; row i > 0 from the i-th generator ``rng.spawn`` makes (an
     independent stream). A row stops after ``end_id``."""
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-    length = check_scalar(length, "length", int, min_val=0)
     n = check_scalar(num_samples, "num_samples", int, min_val=1)
     outs: list[list[int]] = [[] for _ in range(n)]
+    for _, tokens, drew in _draws(model, prime, length, n, rng, temperature, top_k, top_p,
+                                  end_id):
+        for i in drew:
+            outs[i].append(int(tokens[i]))
+    return outs
+
+
+@dataclass
+class Draw:
+    """One generated token: its ``id`` and the ``logits`` (V,) it was drawn from."""
+
+    id: int
+    logits: Array
+
+
+def stream(model: LanguageModel, prime: Sequence[int], length: int, *,
+           rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, end_id: int | None = None) -> Iterator[Draw]:
+    """:func:`sample`, one token at a time as it is drawn: the same tokens for the same
+    generator (``rnnkit serve`` streams these to the page)."""
+    for logits, tokens, _ in _draws(model, prime, length, 1, rng, temperature, top_k, top_p,
+                                    end_id):
+        yield Draw(int(tokens[0]), logits[0])
+
+
+def _draws(model: LanguageModel, prime: Sequence[int], length: int, n: int,
+           rng: np.random.Generator, temperature: Any, top_k: Any, top_p: Any,
+           end_id: int | None) -> Iterator[tuple[Array, Array, Array]]:
+    """The one sampling loop: each step yields the logits (n, V), the tokens (n,) and the
+    rows that drew a token this step (the rows still open)."""
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    length = check_scalar(length, "length", int, min_val=0)
     rngs = [rng, *_spawn(rng, n - 1)]
     with eval_mode(model):
         token, state = _prime(model, prime)
@@ -138,14 +180,14 @@ def sample_many(model: LanguageModel, prime: Sequence[int], length: int, num_sam
         step = model.stepper()
         for _ in range(length):
             logits, state = step(tokens, state)
-            for i in np.flatnonzero(live):
+            drew = np.flatnonzero(live)
+            for i in drew:
                 tokens[i] = choose_token(logits[i], rngs[i], temperature, top_k, top_p)
-                outs[i].append(int(tokens[i]))
                 if end_id is not None and tokens[i] == end_id:
                     live[i] = False
+            yield logits, tokens, drew
             if not live.any():
                 break
-    return outs
 
 
 def _spawn(rng: np.random.Generator, n: int) -> list[np.random.Generator]:

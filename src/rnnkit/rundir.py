@@ -187,6 +187,40 @@ class RunDir:
         if not same:
             files.write_atomic(self.metrics, data)
 
+    def trainer(self) -> int | None:
+        """The pid of the process training in this directory now, or None. Read without
+        taking the lock (a probe must never make a starting trainer fail): the pid the holder
+        wrote into ``.lock``, counted only while that process lives and, where the kernel lists
+        its locks (Linux ``/proc/locks``), holds a flock on that very file."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY | os.O_NONBLOCK | files.NOFOLLOW
+                         | files.CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            raw = os.read(fd, 32) if stat.S_ISREG(st.st_mode) else b""
+        finally:
+            os.close(fd)
+        text = raw.decode("ascii", "replace").strip()
+        if not text.isdigit() or not 0 < int(text) < 2**31:
+            return None
+        pid = int(text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:               # alive, another user's
+            pass
+        try:
+            with open("/proc/locks", "rb") as f:
+                table = f.read()
+        except OSError:
+            return pid
+        inode = f":{st.st_ino} ".encode()
+        held = any(b"FLOCK" in line and inode in line + b" " for line in table.splitlines())
+        return pid if held else None
+
     # ---- the plot ------------------------------------------------------------------------------
     def plot(self) -> None:
         """``loss.png``: train loss per step and validation loss per evaluation."""
@@ -210,6 +244,53 @@ class RunDir:
             ax.legend()
         fig.tight_layout()
         files.write_figure(self.plot_path, fig)
+
+
+class MetricsTail:
+    """Follows a metrics log as a trainer appends to it: each :meth:`read` parses only the
+    whole lines added since the last one. A log that was replaced (``new_log``, or a resume's
+    ``reconcile``, both ``write_atomic``: a new file) or cut is read again from its start, and
+    ``generation`` counts those restarts. A missing log reads as no records."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.records: list[dict[str, Any]] = []
+        self.generation = 0
+        self._file: tuple[int, int] | None = None
+        self._offset = 0
+        self._tail = b""                     # the last bytes read: a replaced file differs
+
+    def _restart(self) -> None:
+        self.records, self._offset, self._tail = [], 0, b""
+        self.generation += 1
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every whole record of the log now (a torn or foreign line skipped)."""
+        try:
+            fd = files.open_regular(self.path, "metrics log")
+        except files.FileError:
+            if self._file is not None:
+                self._file = None
+                self._restart()
+            return self.records
+        try:
+            st = os.fstat(fd)
+            same = self._file == (st.st_dev, st.st_ino) and st.st_size >= self._offset and (
+                not self._tail or os.pread(fd, len(self._tail), self._offset - len(self._tail))
+                == self._tail)
+            if not same:
+                self._restart()
+                self._file = (st.st_dev, st.st_ino)
+            data = os.pread(fd, max(st.st_size - self._offset, 0), self._offset)
+        finally:
+            os.close(fd)
+        whole = data[: data.rfind(b"\n") + 1]
+        if whole:
+            self.records.extend(r for r in map(_parse, whole.split(b"\n")[:-1])
+                                if r is not None)
+            self._offset += len(whole)
+            self._tail = whole[-64:]
+        return self.records
 
 
 class FollowerRunDir(RunDir):

@@ -682,11 +682,13 @@ class Trainer:
                                self.sample_rng, self.cfg.temperature)
         train = float(np.mean(self.window)) if self.window else None
         self.window = []
-        record = {"step": self.step, "train_loss": train, "val_loss": val,
+        record: dict[str, Any] = {"step": self.step, "train_loss": train, "val_loss": val,
                   "val_ppl": math.exp(min(val, 700)), "val_bpc": val / math.log(2),
                   "train_seconds": round(self.train_seconds, 4),
                   "eval_seconds": round(time.perf_counter() - t0, 3),
                   "skipped_steps": self.skipped}
+        if self.cfg.sample_length:
+            record["sample"] = text             # what rnnkit serve's Training tab shows by step
         record = jsonable(record)
         # the record is durable before the checkpoint it belongs to, and travels inside it
         self.run_dir.append(record, sync=True)

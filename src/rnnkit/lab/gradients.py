@@ -73,6 +73,81 @@ def gradient_norms(cell: str, T: int = 150, hidden_size: int = 64, input_size: i
     return GradientNorms(cell, norms)
 
 
+@dataclass
+class ModelGradientNorms:
+    """A trained language model's BPTT on real text: ``norms`` (L, T), row l = layer l's
+    ||dL/dh_t|| for t = 0 .. T-1, where L = ``loss``, the cross-entropy (nats) of predicting
+    ``target`` after the last token."""
+
+    norms: Array
+    loss: float
+    target: int
+
+
+def model_gradient_norms(model: Any, ids: Any, target: int) -> ModelGradientNorms:
+    """||dL/dh_t|| of every layer of a trained ``LanguageModel`` over the tokens ``ids`` (T,),
+    for the loss on the last step only: the cross-entropy of ``target`` (the token that
+    follows). Float64 copies of the model's layers run one step at a time (the cells' own
+    forward and backward, dropout off); walking back, layer l at step t receives dL/dh_t^l
+    from step t+1 of its own layer and from the input of layer l+1 at step t, as in BPTT
+    through a stack. What :func:`gradient_norms` shows for random cells, on the run's model.
+    """
+    from ..functional import log_softmax
+    from ..models import LanguageModel
+
+    if not isinstance(model, LanguageModel):
+        raise TypeError(f"model must be a LanguageModel; got {type(model).__name__}")
+    cfg, rnn = model.config, model.rnn
+    V = cfg.vocab_size
+    ids = checks.ids("ids", ids, V)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"ids must be a non-empty (T,) sequence of token ids; got shape "
+                         f"{ids.shape}")
+    target = checks.check_scalar(target, "target", int, min_val=0, max_val=V - 1)
+    T, L, H = ids.size, rnn.num_layers, rnn.hidden_size
+    cells: list[Any] = []
+    for layer in range(L):
+        w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(layer)
+        kw = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
+        c = CELLS[cfg.cell](w_ih.shape[1], H, bias=b_ih is not None, dtype=np.float64, rng=0,
+                            **kw)
+        c.load_state_dict({k: v.astype(np.float64) for k, v in
+                           (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih),
+                            ("bias_hh", b_hh)) if v is not None}, strict=True)
+        cells.append(c)
+    if cfg.one_hot:
+        x = np.eye(V, dtype=np.float64)[ids]                     # (T, V): the chapter's input
+    else:
+        x = model.embedding.weight.astype(np.float64)[ids]       # (T, E)
+    states: list[Any] = [None] * L
+    caches: list[list[Any]] = []
+    for t in range(T):
+        inp, step = x[t:t + 1], []
+        for layer, c in enumerate(cells):
+            states[layer], cache = c.forward(inp, states[layer])
+            step.append(cache)
+            inp = states[layer][0] if isinstance(states[layer], tuple) else states[layer]
+        caches.append(step)
+    w_dec = model.decoder.weight.astype(np.float64)                # (V, H)
+    b_dec = 0.0 if model.decoder.bias is None else model.decoder.bias.astype(np.float64)
+    logp = log_softmax(inp[0] @ w_dec.T + b_dec)
+    dlogits = np.exp(logp)
+    dlogits[target] -= 1.0                                         # d(-log p_target)/dlogits
+    lstm = cfg.cell == "lstm"
+    norms = np.empty((L, T))
+    dnext: list[Any] = [None] * L                  # dL/d(state of layer l after step t)
+    for t in reversed(range(T)):
+        from_above = (dlogits @ w_dec)[None] if t == T - 1 else np.zeros((1, H))
+        for layer in reversed(range(L)):
+            prev = dnext[layer]
+            dh = from_above + (0.0 if prev is None else (prev[0] if lstm else prev))
+            norms[layer, t] = float(np.linalg.norm(dh))
+            dc = (np.zeros((1, H)) if prev is None else prev[1]) if lstm else None
+            from_above, dnext[layer] = cells[layer].backward((dh, dc) if lstm else dh,
+                                                             caches[t][layer])
+    return ModelGradientNorms(norms, float(-logp[target]), target)
+
+
 def gradients_table(results: list[GradientNorms], every: int = 25) -> str:
     """Distance from the loss (T-1-t) down the rows, one column per result."""
     T = len(results[0].norms)

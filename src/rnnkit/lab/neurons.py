@@ -376,6 +376,62 @@ def neurons_table(found: list[FeatureUnits]) -> str:
     return "\n".join(rows)
 
 
+# ---- span queries (LSTMVis) ---------------------------------------------------------------
+
+
+@dataclass
+class SpanMatch:
+    """Tokens ``start .. end-1`` where every selected unit is on."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def select_units(values: Array, start: int, end: int, threshold: float, pad: int = 1) -> Array:
+    """LSTMVis's select query (Strobelt et al., 2017): the units (column indices of ``values``
+    (T, H)) that are on (value >= ``threshold``) at every token ``start .. end-1`` and off
+    (value < ``threshold``) at the ``pad`` tokens before and the ``pad`` after, where the text
+    has them. Sorted by index."""
+    v = np.asarray(values)
+    if v.ndim != 2:
+        raise ValueError(f"values must be (T, H); got shape {v.shape}")
+    T = v.shape[0]
+    start = check_scalar(start, f"span start (in a text of {T} tokens)", int, min_val=0,
+                         max_val=T - 1)
+    end = check_scalar(end, f"span end (after start {start}, at most {T})", int,
+                       min_val=start + 1, max_val=T)
+    threshold = check_scalar(threshold, "threshold", float)
+    pad = check_scalar(pad, "pad", int, min_val=0)
+    on = (v[start:end] >= threshold).all(axis=0)
+    around = np.r_[max(start - pad, 0):start, end:min(end + pad, T)]
+    if around.size:
+        on &= (v[around] < threshold).all(axis=0)
+    return np.flatnonzero(on)
+
+
+def match_spans(values: Array, units: Array | list[int], threshold: float,
+                min_length: int = 1) -> list[SpanMatch]:
+    """LSTMVis's match query: every maximal run of tokens where all ``units`` (columns of
+    ``values`` (T, H)) are on (>= ``threshold``), at least ``min_length`` long, in text order.
+    No units: no matches."""
+    v = np.asarray(values)
+    idx = np.asarray(units, dtype=np.int64).reshape(-1)
+    threshold = check_scalar(threshold, "threshold", float)
+    min_length = check_scalar(min_length, "min_length", int, min_val=1)
+    if v.ndim != 2 or (idx.size and (idx.min() < 0 or idx.max() >= v.shape[1])):
+        raise ValueError(f"units must index the columns of values (T, H) = {v.shape}")
+    if idx.size == 0:
+        return []
+    on = (v[:, idx] >= threshold).all(axis=1)
+    edges = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
+    return [SpanMatch(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)
+            if b - a >= min_length]
+
+
 # ---- pictures ----------------------------------------------------------------------------
 
 
@@ -395,6 +451,27 @@ def _levels(v: Array) -> Array:
 
 def _shown(tok: str) -> str:
     return "\u21b5" if tok == "\n" else tok
+
+
+def display_pieces(tokens: list[str], level: str) -> list[str]:
+    """How each token is shown in running text: a newline as "\u21b5" and a line break; at word
+    level a leading space wherever rnnkit's ``detokenize`` puts one. Joined, the pieces are
+    the text (with the newline marks)."""
+    out = []
+    for t, tok in enumerate(tokens):
+        piece = _shown(tok) + ("\n" if tok == "\n" else "")
+        prev = tokens[t - 1] if t else ""
+        if level == "word" and t and detokenize([prev, tok], "word") != prev + tok:
+            piece = " " + piece                   # the spacing rnnkit's detokenize uses
+        out.append(piece)
+    return out
+
+
+def color_levels(values: Array) -> Array:
+    """The colour step (-LEVELS .. LEVELS) of each value of one unit (T,): its value over its
+    largest |value| in the text, times LEVELS, rounded (0: no colour). The one rule of the
+    HTML page and of ``rnnkit serve``'s text colouring."""
+    return _levels(np.asarray(values, dtype=np.float64))
 
 
 def _span(cls: str, text: str) -> str:
@@ -421,7 +498,7 @@ def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnk
              "<p>Each block is one unit: the text coloured by the unit's value after each "
              "token (red positive, blue negative, the strongest colour at the unit's largest "
              "|value| in this text). Underlined: where the feature holds.</p>"]
-    word = acts.level == "word"
+    pieces = display_pieces(acts.tokens, acts.level)
     for fu in found:
         if not fu.units:
             parts.append(f"<h2>{e(fu.feature.name)}: absent</h2><p>{e(fu.feature.description)}"
@@ -438,14 +515,10 @@ def render_html(acts: Activations, found: list[FeatureUnits], title: str = "rnnk
                          f"{float(np.abs(v).max()):.3g}{e(ctrl)}</p><pre>")
             buf = []
             run_cls, run_text = "", ""
-            for t, tok in enumerate(acts.tokens):
+            for t, piece in enumerate(pieces):
                 cls = [f"{'p' if lv[t] > 0 else 'n'}{abs(lv[t])}"] if lv[t] else []
                 if mark[t]:
                     cls.append("u")
-                piece = _shown(tok) + ("\n" if tok == "\n" else "")
-                prev = acts.tokens[t - 1] if t else ""
-                if word and t and detokenize([prev, tok], "word") != prev + tok:
-                    piece = " " + piece               # the spacing rnnkit's detokenize uses
                 c = " ".join(cls)
                 if t and c != run_cls:                  # one span per run of one colour
                     buf.append(_span(run_cls, run_text))
