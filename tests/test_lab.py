@@ -113,5 +113,5 @@ def test_model_gradient_norms_refuses_bad_input():
         model_gradient_norms(model, np.array([], np.int64), 1)
     with pytest.raises(TypeError, match="LanguageModel"):
         model_gradient_norms(object(), np.array([1]), 1)
-    r = model_gradient_norms(model, np.array([1, 2, 3]), 0)           # a float32 model: float64 walk
+    r = model_gradient_norms(model, np.array([1, 2, 3]), 0)      # float32 model, float64 walk
     assert r.norms.dtype == np.float64 and np.isfinite(r.norms).all()

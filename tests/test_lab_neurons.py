@@ -385,7 +385,7 @@ def test_select_and_match_equal_a_brute_force_reading_of_lstmvis():
 
     rng = np.random.default_rng(0)
     hits = 0
-    for trial in range(300):
+    for _ in range(300):
         T, H = int(rng.integers(3, 30)), int(rng.integers(1, 12))
         # smooth-ish on/off patterns so spans of several tokens exist
         v = np.cumsum(rng.standard_normal((T, H)), axis=0) * 0.3

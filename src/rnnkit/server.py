@@ -155,7 +155,12 @@ class RunView:
             from .pretrained import WEIGHTS
 
             return self.path / WEIGHTS if self.kind == "export" else self.path
-        p = self.rundir.newest_best()
+        from .rundir import RunDirError
+
+        try:
+            p = self.rundir.newest_best()
+        except RunDirError:                   # neither best nor last yet
+            return None
         return p if p.is_file() else None
 
     def loaded(self, *, required: bool = True) -> Loaded | None:
@@ -533,8 +538,9 @@ class App:
             enc = encode_text(tm.vocab, text, start, length + 1)       # the span + its target
         except ValueError as e:
             raise bad(str(e)) from None
-        if len(enc.ids) < 2:
-            raise bad(f"the text has no token after token {start}; give an earlier start")
+        if len(enc.ids) < 3:
+            raise bad(f"the text has {len(enc.ids)} token(s) from token {start}; a span needs "
+                      "two tokens and the one after them: give a longer text or an earlier start")
         if enc.resets[1:].any():
             raise bad("the span crosses a line, which this sentence-mode model reads from a "
                       "fresh state; choose a span within one line")
@@ -678,8 +684,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self._json(posts[path](self._body()))
             known = {"/", "/index.html", "/api/run", "/api/metrics", "/api/sample", *posts}
             if path in known:
-                allow = "POST" if path in posts else "GET, HEAD"
-                return self._error(405, f"{method} is not allowed on {path}; use {allow}",
+                allow = "POST" if path in posts else "GET" if path == "/api/sample" \
+                    else "GET, HEAD"
+                return self._error(405, f"{printable(method, keep='')} is not allowed on {path}; "
+                                   f"use {allow}",
                                    {"Allow": allow})
             raise HTTPError(404, f"no such page or endpoint: {printable(path[:80], keep='')}")
         except HTTPError as e:
@@ -768,6 +776,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         payload = json.dumps(_finite_dict(data), allow_nan=False, separators=(",", ":"))
         self.wfile.write(f"event: {name}\ndata: {payload}\n\n".encode())
         self.wfile.flush()
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """What the standard library answers itself (a method with no handler, a request line
+        too long, a malformed request) as JSON with the same headers as everything else."""
+        self.close_connection = True
+        if code == 501 and self.command and self.path:      # a method with no do_ handler
+            return self._route(self.command[:20])           # 405 with the path's Allow, or 404
+        with contextlib.suppress(OSError):
+            self._error(code, message or http.HTTPStatus(code).phrase)
 
     def do_GET(self) -> None:
         self._route("GET")
