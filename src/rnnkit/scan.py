@@ -132,11 +132,13 @@ def direction_backward(
     dc_n: Array | None,
     grads: tuple[Array, Array, Array | None, Array | None],
     reverse: bool = False,
+    dh_norms: Array | None = None,
 ) -> tuple[Array | None, Array, Array | None]:
     """BPTT through one direction. ``dout`` (T, B, H) is dL/dh_t from above (None: zero).
 
     Adds dW_ih, dW_hh, db_ih, db_hh into ``grads``; returns ``(dx, dh_0, dc_0)`` (dx is None
-    for a ``OneHot`` input).
+    for a ``OneHot`` input). ``dh_norms`` (T,), if given, receives ||dL/dh_t|| at every step:
+    the whole gradient reaching h_t, from above and from step t+1 (the lab's vanishing plots).
     """
     x, stash, batch_sizes, p = cache.x, cache.stash, cache.batch_sizes, cache.weights
     T, B, D = x.shape
@@ -156,6 +158,8 @@ def direction_backward(
         dhn = dh[:n]
         if dout is not None:
             dhn += dout[t, :n]
+        if dh_norms is not None:
+            dh_norms[t] = np.linalg.norm(dhn)
         kind.step_back(stash, t, n, dhn, None if dc is None else dc[:n], p, ws, dgx[t, :n],
                        dgh[t, :n])
     # the parameters are shared by all steps: their gradients are sums over t, one product each

@@ -87,13 +87,15 @@ class ModelGradientNorms:
 def model_gradient_norms(model: Any, ids: Any, target: int) -> ModelGradientNorms:
     """||dL/dh_t|| of every layer of a trained ``LanguageModel`` over the tokens ``ids`` (T,),
     for the loss on the last step only: the cross-entropy of ``target`` (the token that
-    follows). Float64 copies of the model's layers run one step at a time (the cells' own
-    forward and backward, dropout off); walking back, layer l at step t receives dL/dh_t^l
-    from step t+1 of its own layer and from the input of layer l+1 at step t, as in BPTT
-    through a stack. What :func:`gradient_norms` shows for random cells, on the run's model.
+    follows). A float64 copy of each layer runs rnnkit's one forward and BPTT loop
+    (``scan.direction_forward``/``direction_backward``, dropout off); walking back, layer l at
+    step t receives dL/dh_t^l from step t+1 of its own layer and from the input of layer l+1 at
+    step t, and ``direction_backward`` records the norm of that sum. What
+    :func:`gradient_norms` shows for random cells, on the run's model.
     """
     from ..functional import log_softmax
     from ..models import LanguageModel
+    from ..scan import OneHot, direction_backward, direction_forward
 
     if not isinstance(model, LanguageModel):
         raise TypeError(f"model must be a LanguageModel; got {type(model).__name__}")
@@ -105,46 +107,39 @@ def model_gradient_norms(model: Any, ids: Any, target: int) -> ModelGradientNorm
                          f"{ids.shape}")
     target = checks.check_scalar(target, "target", int, min_val=0, max_val=V - 1)
     T, L, H = ids.size, rnn.num_layers, rnn.hidden_size
-    cells: list[Any] = []
+    x: Any = (OneHot(ids[:, None], V) if cfg.one_hot
+              else model.embedding.weight.astype(np.float64)[ids][:, None])    # (T, 1, E)
+    caches: list[Any] = []
+    weights: list[Any] = []
+    lstm = rnn.math.has_cell
     for layer in range(L):
-        w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(layer)
-        kw = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
-        c = CELLS[cfg.cell](w_ih.shape[1], H, bias=b_ih is not None, dtype=np.float64, rng=0,
-                            **kw)
-        c.load_state_dict({k: v.astype(np.float64) for k, v in
-                           (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih),
-                            ("bias_hh", b_hh)) if v is not None}, strict=True)
-        cells.append(c)
-    if cfg.one_hot:
-        x = np.eye(V, dtype=np.float64)[ids]                     # (T, V): the chapter's input
-    else:
-        x = model.embedding.weight.astype(np.float64)[ids]       # (T, E)
-    states: list[Any] = [None] * L
-    caches: list[list[Any]] = []
-    for t in range(T):
-        inp, step = x[t:t + 1], []
-        for layer, c in enumerate(cells):
-            states[layer], cache = c.forward(inp, states[layer])
-            step.append(cache)
-            inp = states[layer][0] if isinstance(states[layer], tuple) else states[layer]
-        caches.append(step)
+        w_ih, w_hh, b_ih, b_hh = (None if a is None else a.astype(np.float64)
+                                  for a in rnn.layer_weights(layer))
+        assert w_ih is not None and w_hh is not None
+        out = np.empty((T, 1, H))
+        zero = np.zeros((1, H))
+        _, _, cache = direction_forward(rnn.math, x, zero, zero if lstm else None, w_ih, w_hh,
+                                        b_ih, b_hh, out=out)
+        caches.append(cache)
+        weights.append((w_ih, w_hh, b_ih, b_hh))
+        x = out
     w_dec = model.decoder.weight.astype(np.float64)                # (V, H)
     b_dec = 0.0 if model.decoder.bias is None else model.decoder.bias.astype(np.float64)
-    logp = log_softmax(inp[0] @ w_dec.T + b_dec)
+    logp = log_softmax(x[-1, 0] @ w_dec.T + b_dec)
     dlogits = np.exp(logp)
     dlogits[target] -= 1.0                                         # d(-log p_target)/dlogits
-    lstm = cfg.cell == "lstm"
+    dout: Any = np.zeros((T, 1, H))
+    dout[-1, 0] = dlogits @ w_dec
     norms = np.empty((L, T))
-    dnext: list[Any] = [None] * L                  # dL/d(state of layer l after step t)
-    for t in reversed(range(T)):
-        from_above = (dlogits @ w_dec)[None] if t == T - 1 else np.zeros((1, H))
-        for layer in reversed(range(L)):
-            prev = dnext[layer]
-            dh = from_above + (0.0 if prev is None else (prev[0] if lstm else prev))
-            norms[layer, t] = float(np.linalg.norm(dh))
-            dc = (np.zeros((1, H)) if prev is None else prev[1]) if lstm else None
-            from_above, dnext[layer] = cells[layer].backward((dh, dc) if lstm else dh,
-                                                             caches[t][layer])
+    for layer in reversed(range(L)):
+        w_ih, w_hh, b_ih, b_hh = weights[layer]
+        grads = (np.zeros_like(w_ih), np.zeros_like(w_hh),
+                 None if b_ih is None else np.zeros_like(b_ih),
+                 None if b_hh is None else np.zeros_like(b_hh))
+        zero = np.zeros((1, H))
+        dout, _, _ = direction_backward(rnn.math, caches[layer], dout, zero,
+                                        zero if lstm else None, grads,
+                                        dh_norms=norms[layer])
     return ModelGradientNorms(norms, float(-logp[target]), target)
 
 
