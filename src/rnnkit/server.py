@@ -600,6 +600,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "rnnkit"
     sys_version = ""
     protocol_version = "HTTP/1.0"           # one response per connection; a stream ends with it
+    timeout = 60                            # a client that sends nothing frees its thread
 
     def log_message(self, format: str, *args: Any) -> None:   # quiet: the page is the log
         pass
