@@ -232,7 +232,7 @@ class RunView:
 
     def cached(self, key: Any, make: Callable[[], Any]) -> Any:
         """A small LRU of recent results (the activations of a text for its layer switches
-        and span queries)."""
+        and span queries; the untrained cells' gradient norms)."""
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -240,7 +240,7 @@ class RunView:
         value = make()
         with self._lock:
             self._cache[key] = value
-            while len(self._cache) > 4:
+            while len(self._cache) > 8:
                 self._cache.popitem(last=False)
         return value
 
@@ -555,10 +555,15 @@ class App:
                    "norms": _finite(r.norms[layer, ::-1].tolist())}
                   for layer in reversed(range(cfg.num_layers))]
         for cell, label in (("rnn", "tanh RNN"), ("gru", "GRU"), ("lstm", "LSTM")):
-            g = gradient_norms(cell, T=max(T, 2), hidden_size=H,
-                               gate_bias=GATE_BIAS if cell != "rnn" else 0.0, seed=0)
+            # the untrained cells do not depend on the text: one walk per cell and size
+            def walk(c: str = cell) -> Any:
+                g = gradient_norms(c, T=T, hidden_size=H,
+                                   gate_bias=GATE_BIAS if c != "rnn" else 0.0, seed=0)
+                return _finite(g.norms[::-1].tolist())
+
+            norms = self.view.cached(("untrained", cell, T, H), walk)
             series.append({"label": f"{label}, untrained (H={H})", "kind": cell,
-                           "norms": _finite(g.norms[::-1].tolist())})
+                           "norms": norms})
         return {"tokens": enc.tokens[:-1], "display": display_pieces(enc.tokens[:-1], enc.level),
                 "T": T, "target": enc.tokens[-1], "loss": _finite(r.loss), "series": series}
 
