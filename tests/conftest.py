@@ -17,3 +17,34 @@ def corpus(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.txt"
     p.write_text(TEXT * 60, encoding="utf-8")
     return p
+
+
+# LSTMVis's select and match queries read literally (rnnkit.lab.neurons and rnnkit serve test
+# select_units/match_spans against these)
+import numpy as np  # noqa: E402
+
+
+def brute_select(v: np.ndarray, a: int, b: int, threshold: float, pad: int) -> list[int]:
+    T, H = v.shape
+    out = []
+    for u in range(H):
+        on = all(v[t, u] >= threshold for t in range(a, b))
+        off = all(v[t, u] < threshold for t in [*range(max(a - pad, 0), a),
+                                                 *range(b, min(b + pad, T))])
+        if on and off:
+            out.append(u)
+    return out
+
+
+def brute_match(v: np.ndarray, units: list[int], threshold: float) -> list[tuple[int, int]]:
+    if not units:
+        return []
+    out, start = [], None
+    for t in range(v.shape[0] + 1):
+        on = t < v.shape[0] and all(v[t, u] >= threshold for u in units)
+        if on and start is None:
+            start = t
+        elif not on and start is not None:
+            out.append((start, t))
+            start = None
+    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import brute_match, brute_select
 from rnnkit.cli import main
 from rnnkit.lab.neurons import (
     Activations,
@@ -356,30 +357,6 @@ def test_cli_errors_write_nothing(runs, tmp_path, capsys, args, message):
 
 # ---- span queries (LSTMVis) and display pieces (rnnkit serve) ---------------------------------
 
-def _brute_select(v, a, b, thr, pad):
-    T, H = v.shape
-    return [u for u in range(H)
-            if all(v[t, u] >= thr for t in range(a, b))
-            and all(v[t, u] < thr for t in list(range(max(a - pad, 0), a))
-                    + list(range(b, min(b + pad, T))))]
-
-
-def _brute_match(v, units, thr):
-    if not units:
-        return []
-    on = [all(v[t, u] >= thr for u in units) for t in range(v.shape[0])]
-    runs, t = [], 0
-    while t < len(on):
-        if on[t]:
-            s = t
-            while t < len(on) and on[t]:
-                t += 1
-            runs.append((s, t))
-        else:
-            t += 1
-    return runs
-
-
 def test_select_and_match_equal_a_brute_force_reading_of_lstmvis():
     from rnnkit.lab.neurons import match_spans, select_units
 
@@ -393,13 +370,35 @@ def test_select_and_match_equal_a_brute_force_reading_of_lstmvis():
         b = int(rng.integers(a + 1, min(T, a + 5) + 1))
         thr, pad = float(rng.uniform(-0.5, 0.5)), int(rng.integers(0, 3))
         units = select_units(v, a, b, thr, pad)
-        assert units.tolist() == _brute_select(v, a, b, thr, pad)
+        assert units.tolist() == brute_select(v, a, b, thr, pad)
         got = [(m.start, m.end) for m in match_spans(v, units, thr)]
-        assert got == _brute_match(v, units.tolist(), thr)
+        assert got == brute_match(v, units.tolist(), thr)
         if units.size:
             hits += 1
             assert any(s <= a and b <= e for s, e in got)          # the query span matches
     assert hits > 30
+
+
+def test_select_and_match_with_ties_at_the_threshold():
+    from rnnkit.lab.neurons import match_spans, select_units
+
+    rng = np.random.default_rng(0)
+    nonempty = 0
+    for _ in range(400):
+        T, H = int(rng.integers(1, 30)), int(rng.integers(1, 7))
+        v = np.round(rng.uniform(-1, 1, (T, H)), 1).astype(np.float32)     # ties at threshold
+        a = int(rng.integers(0, T))
+        b = int(rng.integers(a + 1, T + 1))
+        threshold = float(np.round(rng.uniform(-0.8, 0.8), 1))
+        pad = int(rng.integers(0, 4))
+        units = select_units(v, a, b, threshold, pad)
+        assert units.tolist() == brute_select(v, a, b, threshold, pad)
+        found = match_spans(v, units, threshold)
+        assert [(m.start, m.end) for m in found] == brute_match(v, units.tolist(), threshold)
+        nonempty += bool(units.size)
+        if units.size:
+            assert any(m.start <= a and b <= m.end for m in found)
+    assert nonempty > 50
 
 
 def test_select_and_match_refuse_bad_spans():

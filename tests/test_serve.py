@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import rnnkit
+from conftest import brute_match, brute_select
 from rnnkit.checkpoint import read_meta
 from rnnkit.cli import main
 from rnnkit.files import printable, write_atomic
@@ -773,52 +774,6 @@ def test_neurons_body_too_big_is_refused_unread(servers):
 
 
 # ---- POST /api/neurons/match -------------------------------------------------------------
-
-
-def brute_select(v: np.ndarray, a: int, b: int, threshold: float, pad: int) -> list[int]:
-    T, H = v.shape
-    out = []
-    for u in range(H):
-        on = all(v[t, u] >= threshold for t in range(a, b))
-        off = all(v[t, u] < threshold for t in [*range(max(a - pad, 0), a),
-                                                 *range(b, min(b + pad, T))])
-        if on and off:
-            out.append(u)
-    return out
-
-
-def brute_match(v: np.ndarray, units: list[int], threshold: float) -> list[tuple[int, int]]:
-    if not units:
-        return []
-    out, start = [], None
-    for t in range(v.shape[0] + 1):
-        on = t < v.shape[0] and all(v[t, u] >= threshold for u in units)
-        if on and start is None:
-            start = t
-        elif not on and start is not None:
-            out.append((start, t))
-            start = None
-    return out
-
-
-def test_select_and_match_equal_brute_force():
-    rng = np.random.default_rng(0)
-    nonempty = 0
-    for _ in range(400):
-        T, H = int(rng.integers(1, 30)), int(rng.integers(1, 7))
-        v = np.round(rng.uniform(-1, 1, (T, H)), 1).astype(np.float32)     # ties at threshold
-        a = int(rng.integers(0, T))
-        b = int(rng.integers(a + 1, T + 1))
-        threshold = float(np.round(rng.uniform(-0.8, 0.8), 1))
-        pad = int(rng.integers(0, 4))
-        units = select_units(v, a, b, threshold, pad)
-        assert units.tolist() == brute_select(v, a, b, threshold, pad)
-        found = match_spans(v, units, threshold)
-        assert [(m.start, m.end) for m in found] == brute_match(v, units.tolist(), threshold)
-        nonempty += bool(units.size)
-        if units.size:
-            assert any(m.start <= a and b <= m.end for m in found)
-    assert nonempty > 50
 
 
 def _pick_span(block: np.ndarray) -> tuple[int, int, float]:
