@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -21,9 +22,6 @@ def corpus(tmp_path: Path) -> Path:
 
 # LSTMVis's select and match queries read literally (rnnkit.lab.neurons and rnnkit serve test
 # select_units/match_spans against these)
-import numpy as np  # noqa: E402
-
-
 def brute_select(v: np.ndarray, a: int, b: int, threshold: float, pad: int) -> list[int]:
     T, H = v.shape
     out = []
