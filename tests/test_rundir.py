@@ -523,3 +523,27 @@ def test_trainer_is_the_live_holder_of_the_lock_and_probing_never_takes_it(tmp_p
     assert RunDir(tmp_path / "run").trainer() is None
     (tmp_path / "run" / ".lock").write_text("garbage")
     assert RunDir(tmp_path / "run").trainer() is None
+
+
+def test_metrics_tail_skips_hostile_lines_and_never_follows_a_link(tmp_path):
+    from rnnkit.rundir import MAX_RECORD, MetricsTail
+
+    rd = RunDir(tmp_path)
+    rd.new_log()
+    tail = MetricsTail(rd.metrics)
+    with open(rd.metrics, "ab") as f:
+        f.write(b'{"step": 1, "loss": NaN}\n{"step": 2, "loss": 1e999}\n'
+                b'{"step": 3, "loss": Infinity}\n{"step": 4, "loss": 0.5}\n')
+    assert tail.read() == [{"step": 4, "loss": 0.5}] == rd.records()
+    with open(rd.metrics, "ab") as f:                # a torn tail longer than any record
+        f.write(b'{"step": 5, "x": "' + b"y" * (MAX_RECORD + 10))
+    assert [r["step"] for r in tail.read()] == [4]
+    with open(rd.metrics, "ab") as f:
+        f.write(b'"}\n{"step": 6}\n')
+    assert [r["step"] for r in tail.read()] == [4, 6]
+    assert [r["step"] for r in rd.records()] == [4, 6]
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"step": 1, "secret": "outside"}\n')
+    rd.metrics.unlink()
+    rd.metrics.symlink_to(outside)
+    assert MetricsTail(rd.metrics).read() == []

@@ -14,7 +14,10 @@ import http.client
 import json
 import math
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -906,12 +909,23 @@ def test_gradients_sentence_mode(servers, models):
     resp = post_json(srv, "/api/gradients", {"text": text, "start": start, "length": 6})
     check_gradients(resp, tm, text, start, 6)
     assert resp["tokens"] == WORD_LINE.split()[:6] and resp["target"] == "and"
-    # to the line's last word: its target is the line break
+    # a span reaching the line's end stops there: the model reads each line from a fresh
+    # state and ends it with <end>, so <end> is the target
+    end = tm.vocab.end_id
     for length in (9, 12):
-        expect_error(post(srv, "/api/gradients", {"text": text, "start": start,
-                                                  "length": length}), 400, "line")
-    expect_error(post(srv, "/api/gradients", {"text": text, "start": 0, "length": 5}), 400,
-                 "line")
+        resp = post_json(srv, "/api/gradients", {"text": text, "start": start,
+                                                 "length": length})
+        ids = tm.vocab.encode(WORD_LINE.split())
+        r = model_gradient_norms(tm.model, np.asarray(ids), end)
+        assert resp["tokens"] == WORD_LINE.split() and resp["T"] == 9
+        assert resp["target"] == "<end>" and resp["loss"] == r.loss
+        assert resp["cut"] == (length > 9) and resp["requested"] == length
+        assert resp["series"][0]["norms"] == r.norms[0, ::-1].tolist()
+    resp = post_json(srv, "/api/gradients", {"text": text, "start": 0, "length": 5})
+    assert resp["tokens"] == ["KING", ":"] and resp["target"] == "<end>" and resp["cut"]
+    # one token before the line ends is no span
+    expect_error(post(srv, "/api/gradients", {"text": text, "start": 1, "length": 5}), 400,
+                 "line ends")
 
 
 @pytest.mark.parametrize(("body", "word"), [
@@ -1144,3 +1158,118 @@ def test_server_picks_up_a_new_best_checkpoint(capsys, runs, tmp_path):
         records = RunDir(run).records()
         assert get_json(srv, "/api/metrics")["records"] == records
         assert [r["step"] for r in records if "val_loss" in r] == [3, 6, 9]
+
+
+# ---- what an adversarial review found ---------------------------------------------------------
+
+
+def test_a_non_finite_number_in_the_log_is_skipped_not_a_500(runs, tmp_path):
+    run = tmp_path / "nan"
+    shutil.copytree(runs["lstm"], run, ignore=shutil.ignore_patterns(".lock"))
+    good = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([good[0], '{"step": 2, "loss": NaN}',
+                                                  '{"step": 3, "loss": 1e999}',
+                                                  '{"step": 4, "x": [Infinity]}', *good[1:]])
+                                       + "\n")
+    with serving(run) as srv:
+        got = get_json(srv, "/api/metrics")
+    assert got["records"] == [json.loads(line) for line in good]
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://%zz", "http://a b", "\x00"])
+def test_an_unreadable_origin_is_refused_not_a_500(servers, origin):
+    srv = servers["lstm"]
+    body = b'{"length": 5}'
+    r = raw_request(srv, b"POST /api/neurons HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n"
+                    b"Content-Type: application/json\r\nOrigin: %s\r\nContent-Length: %d\r\n"
+                    b"\r\n%s" % (port(srv), origin.encode(), len(body), body))
+    expect_error(r, 403)
+
+
+def test_a_body_shorter_than_its_length_is_a_408(servers, monkeypatch):
+    from rnnkit.server import Handler
+
+    monkeypatch.setattr(Handler, "timeout", 1)
+    srv = servers["lstm"]
+    r = raw_request(srv, b"POST /api/neurons HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{}"
+                    % port(srv), shut=False)
+    expect_error(r, 408, "Content-Length")
+    assert get(srv, "/api/run").status == 200
+
+
+@pytest.mark.parametrize("twice", [b"Host: evil.example\r\n", b"Content-Length: 50\r\n"])
+def test_a_header_given_twice_is_a_400(servers, twice):
+    srv = servers["lstm"]
+    body = b'{"length": 5}'
+    r = raw_request(srv, b"POST /api/neurons HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+                    % (port(srv), len(body), twice, body))
+    expect_error(r, 400, "more than once")
+
+
+@pytest.mark.parametrize("value", ["1_0", "%201", "%D9%A1", "9" * 50, "0x10", "1e3", "%2B1"])
+def test_integers_in_the_query_are_plain_ascii_digits(servers, value):
+    expect_error(get(servers["lstm"], f"/api/metrics?since={value}"), 400, "since")
+
+
+def test_a_json_integer_of_many_digits_is_a_400(servers):
+    r = post(servers["lstm"], "/api/neurons", raw=b'{"start": 1' + b"0" * 100 + b"}")
+    expect_error(r, 400, "digits")
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_last_with_a_warning(runs, tmp_path):
+    run = tmp_path / "damaged"
+    shutil.copytree(runs["lstm"], run, ignore=shutil.ignore_patterns(".lock"))
+    data = bytearray((run / "best.safetensors").read_bytes())
+    data[-100:-50] = bytes(50)                       # tensor bytes: the checksum fails
+    (run / "best.safetensors").write_bytes(bytes(data))
+    with serving(run) as srv:
+        info = get_json(srv, "/api/run")
+        assert info["checkpoint"]["path"].endswith("last.safetensors")
+        assert "checksum" in info["warning"] and "last.safetensors" in info["warning"]
+        assert get(srv, "/api/sample?length=5").status == 200
+        for f in ("best.safetensors", "last.safetensors"):   # gone: the old model stays
+            (run / f).unlink()
+        time.sleep(1.1)
+        info = get_json(srv, "/api/run")
+        assert "gone" in info["warning"] and "showing the model loaded before" in info["warning"]
+        assert get(srv, "/api/sample?length=5").status == 200
+
+
+def test_a_folder_that_is_no_run_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with serving(tmp_path / "empty") as srv:
+        info = get_json(srv, "/api/run")
+        assert info["checkpoint"] is None and "not a run directory" in info["heldout"]["error"]
+        expect_error(get(srv, "/api/sample"), 409, "not a run directory")
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"\x80\x04pickle", b""])
+def test_serve_on_a_file_that_is_no_checkpoint_is_one_error_line(tmp_path, capsys, content):
+    f = tmp_path / "x.safetensors"
+    f.write_bytes(content)
+    assert main(["serve", str(f), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "internal" not in err
+
+
+def test_serve_refuses_an_empty_host(runs, capsys):
+    assert main(["serve", str(runs["lstm"]), "--host", "", "--port", "0"]) == 2
+    assert "--host is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_cleanly_on_ctrl_c_and_sigterm(runs, sig):
+    p = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(runs["lstm"]), "--port",
+                          "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("serving ") and "http://127.0.0.1:" in line
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0 and out == "stopped\n" and err == ""

@@ -128,20 +128,19 @@ def load(path: str | os.PathLike[str], expect: Callable[[dict[str, Any], Specs],
         try:
             tensors = {name: f.get_tensor(name) for name in sorted(specs)}
         except (SafetensorError, ValueError, MemoryError) as e:
-            raise CheckpointError(f"{p}: corrupt tensor data ({e}); use best{SUFFIX} or "
-                                  "retrain") from e
+            raise CheckpointError(f"{p}: corrupt tensor data ({e}); {_instead(p)}") from e
     got = _digest(meta_json, [(n, specs[n][0], a.shape, np.ascontiguousarray(a))
                               for n, a in tensors.items()])
     if got != digest:
         raise CheckpointError(f"{p}: corrupt: the checksum does not match (the file was "
-                              f"damaged after it was written); use best{SUFFIX} or retrain")
+                              f"damaged after it was written); {_instead(p)}")
     for name, a in tensors.items():
         if a.dtype == bool and (a.view(np.uint8) > 1).any():
             raise CheckpointError(f"{p}: corrupt: bool tensor {name!r} holds bytes other "
                                   "than 0 and 1")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise CheckpointError(f"{p}: corrupt: tensor {name!r} holds NaN or Inf, which "
-                                  f"rnnkit never writes; use best{SUFFIX} or retrain")
+                                  f"rnnkit never writes; {_instead(p)}")
         tensors[name] = a.astype(a.dtype.newbyteorder("="), copy=True)
     return tensors, meta
 
@@ -291,11 +290,11 @@ def _open(p: Path) -> Any:
         elif head[:4] == b"PK\x03\x04":
             hint = "it looks like a zip file (a PyTorch .pt?), which rnnkit never unpickles"
         elif len(head) < 8:
-            hint = f"it is only {len(head)} bytes long; the write never completed"
+            hint = f"it is only {len(head)} bytes long: cut short, or not a checkpoint"
         else:
             hint = f"the safetensors library cannot read it ({e}): cut short or damaged"
-        raise CheckpointError(f"{p}: not an rnnkit checkpoint: {hint}. Use best{SUFFIX} or "
-                              "retrain.") from None
+        raise CheckpointError(f"{p}: not an rnnkit checkpoint: {hint}; "
+                              f"{_instead(p)}") from None
 
 
 def _metadata(p: Path, f: Any) -> tuple[str, str, dict[str, Any]]:
@@ -320,8 +319,8 @@ def _strict_json(path: Path, raw: bytes | str, what: str) -> Any:
         text.encode("utf-8")  # a str from JSON may still hold a lone surrogate
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
     except (ValueError, RecursionError) as e:  # Unicode errors and JSONDecodeError included
-        raise CheckpointError(f"{path}: corrupt: {what} is not valid UTF-8 JSON ({e}); use "
-                              f"best{SUFFIX} or retrain") from None
+        raise CheckpointError(f"{path}: corrupt: {what} is not valid UTF-8 JSON ({e}); "
+                              f"{_instead(Path(path))}") from None
 
 
 def _rnnkit_metadata(path: Path, md: Any) -> tuple[str, str]:
@@ -382,3 +381,7 @@ def _digest(meta_json: str, tensors: list[tuple[str, str, tuple[int, ...], Any]]
     return h.hexdigest()
 
 
+def _instead(p: Path) -> str:
+    """What to use instead of the damaged checkpoint ``p``: a run's other one, or retrain."""
+    other = {f"best{SUFFIX}": f"last{SUFFIX}", f"last{SUFFIX}": f"best{SUFFIX}"}.get(p.name)
+    return f"use {other} or retrain" if other else "use another checkpoint of the run or retrain"

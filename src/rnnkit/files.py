@@ -276,15 +276,19 @@ def _link_or(p: Path, e: OSError, what: str) -> str:
     return f"{p}: {what} ({e.strerror})"
 
 
-def open_regular(path: Path_, what: str = "file") -> int:
+def open_regular(path: Path_, what: str = "file", *, follow: bool = True) -> int:
     """A read descriptor on ``path`` if it is a regular file; anything else (missing, a
-    directory, a FIFO, a device) is a FileError naming ``what`` before a byte is read."""
+    directory, a FIFO, a device; with ``follow=False`` a symbolic link) is a FileError naming
+    ``what`` before a byte is read."""
     p = Path(path)
     try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC | (0 if follow else NOFOLLOW))
     except FileNotFoundError:
         raise FileError(f"{p}: no such file; check the path of the {what}") from None
     except OSError as e:
+        if not follow and os.path.islink(p):
+            raise FileError(f"{p}: is a symbolic link; the {what} is read only as a file of "
+                            "its own") from None
         raise FileError(f"{p}: cannot read the {what} ({e.strerror})") from e
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):

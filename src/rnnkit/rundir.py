@@ -259,15 +259,16 @@ class MetricsTail:
         self._file: tuple[int, int] | None = None
         self._offset = 0
         self._tail = b""                     # the last bytes read: a replaced file differs
+        self._skipping = False               # inside a line too long to be a record
 
     def _restart(self) -> None:
-        self.records, self._offset, self._tail = [], 0, b""
+        self.records, self._offset, self._tail, self._skipping = [], 0, b"", False
         self.generation += 1
 
     def read(self) -> list[dict[str, Any]]:
         """Every whole record of the log now (a torn or foreign line skipped)."""
-        try:
-            fd = files.open_regular(self.path, "metrics log")
+        try:                                  # the run's own file, never a link out of it
+            fd = files.open_regular(self.path, "metrics log", follow=False)
         except files.FileError:
             if self._file is not None:
                 self._file = None
@@ -284,7 +285,18 @@ class MetricsTail:
             data = os.pread(fd, max(st.st_size - self._offset, 0), self._offset)
         finally:
             os.close(fd)
+        if self._skipping:                    # the rest of an over-long line: not a record
+            cut = data.find(b"\n") + 1
+            skipped = data[:cut] if cut else data
+            self._offset += len(skipped)
+            self._tail = skipped[-64:] or self._tail
+            data = data[len(skipped):]
+            self._skipping = not cut
         whole = data[: data.rfind(b"\n") + 1]
+        if not whole and len(data) > MAX_RECORD:  # a torn tail this long is never a record
+            self._offset += len(data)
+            self._tail, self._skipping = data[-64:], True
+            return self.records
         if whole:
             self.records.extend(r for r in map(_parse, whole.split(b"\n")[:-1])
                                 if r is not None)
@@ -356,12 +368,30 @@ def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(jsonable(record), allow_nan=False)
 
 
+MAX_RECORD = 1 << 20          # bytes: a longer line is not a record rnnkit wrote
+
+
 def _parse(line: bytes) -> dict[str, Any] | None:
+    """One record, or None for a torn, foreign or hostile line (NaN, Infinity or a number that
+    overflows: JSON has none, and rnnkit never writes them)."""
+    if len(line) > MAX_RECORD:
+        return None
     try:
-        r = json.loads(line)
-    except (ValueError, RecursionError):      # a torn, foreign or hostile line
+        r = json.loads(line, parse_constant=_refuse, parse_float=_finite_float)
+    except (ValueError, RecursionError):
         return None
     return r if isinstance(r, dict) and _num(r.get("step")) else None
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"{text} overflows")
+    return x
 
 
 def check_language_model(meta: dict[str, Any], specs: checkpoint.Specs) -> tuple[Any, Any]:

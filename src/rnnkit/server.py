@@ -49,6 +49,8 @@ import ipaddress
 import json
 import math
 import os
+import re
+import signal
 import socket
 import sys
 import threading
@@ -144,6 +146,7 @@ class RunView:
         self.tail = MetricsTail(self.rundir.metrics) if self.rundir else None
         self._lock = threading.Lock()
         self._loaded: Loaded | None = None
+        self.warning: str | None = None       # what the page should know (a damaged checkpoint)
         self._checked = 0.0
         self._heldout: dict[Any, Any] = {}
         self._untrained: dict[Any, Any] = {}
@@ -151,17 +154,31 @@ class RunView:
 
     # -- the model ------------------------------------------------------------------------------
     def checkpoint_path(self) -> Path | None:
+        """The checkpoint the page shows: a run's newest best, an export's weights, the file
+        given; None while a run has none."""
+        from .rundir import RunDirError
+
         if self.rundir is None:
             from .pretrained import WEIGHTS
 
             return self.path / WEIGHTS if self.kind == "export" else self.path
-        from .rundir import RunDirError
-
         try:
-            p = self.rundir.newest_best()
+            return self.rundir.newest_best()
         except RunDirError:                   # neither best nor last yet
             return None
-        return p if p.is_file() else None
+
+    def _missing(self) -> str:
+        """Why there is no model to show, in words a user can act on."""
+        if not self.path.is_dir():
+            return (f"{self.path} is gone (deleted or renamed while the page was open); "
+                    "serve the run again where it is now")
+        if self.rundir is not None and not self.rundir.metrics.exists() and \
+                not (self.path / ".lock").exists():
+            return (f"{self.path} holds no checkpoint and no metrics.jsonl: it is not a run "
+                    "directory of rnnkit train (yet). Serve the --out directory of a run; a run "
+                    "started here later is picked up as it writes")
+        return (f"{self.path} has no checkpoint yet: the first one is written at the first "
+                "evaluation (--eval-interval steps); the Training tab shows the run meanwhile")
 
     def loaded(self, *, required: bool = True) -> Loaded | None:
         """The current model; at most once a second it looks whether the checkpoint changed."""
@@ -176,28 +193,49 @@ class RunView:
             except OSError:
                 st = None
             if st is None:
-                if required and self._loaded is None:
-                    raise HTTPError(409, f"{self.path} has no checkpoint yet: the first one is "
-                                    "written at the first evaluation (--eval-interval steps); "
-                                    "the Training tab shows the run meanwhile")
+                if self._loaded is not None:
+                    self.warning = (f"{p or self.path}: the checkpoint is gone; showing the "
+                                    f"model loaded before ({self._step(self._loaded)})")
+                elif required:
+                    raise HTTPError(409, self._missing())
                 return self._loaded
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if self._loaded is None or self._loaded.key != key:
-                self._loaded = self._load(p, key)       # type: ignore[arg-type]
+                assert p is not None
+                self._loaded = self._load(p, key)
             return self._loaded
 
-    def _load(self, p: Path, key: tuple[int, ...]) -> Loaded:
-        from .pretrained import load
+    @staticmethod
+    def _step(loaded: Loaded) -> str:
+        step = loaded.meta.get("step")
+        return f"step {step}" if isinstance(step, int) else loaded.path.name
 
-        try:
-            m = load(self.path if self.kind == "export" else p)
-            meta = {} if self.kind == "export" else checkpoint.read_meta(p)
-        except Exception as e:           # a checkpoint replaced while read, or damaged
-            if self._loaded is not None:
-                return self._loaded
-            raise HTTPError(409, f"the model cannot be loaded: {e}") from None
-        m.model.eval()                   # once: eval_mode() in every request then changes nothing
-        return Loaded(key, m, meta, p)
+    def _load(self, p: Path, key: tuple[int, ...]) -> Loaded:
+        """Load ``p``; in a run whose best checkpoint is damaged, its last one (the model
+        moves on, with a warning); else keep what was loaded before, with a warning."""
+        from . import pretrained
+
+        tries = [p]
+        if self.rundir is not None:
+            tries.append(self.rundir.last if p == self.rundir.best else self.rundir.best)
+        errors = []
+        for q in tries:
+            try:
+                if not q.is_file():
+                    raise ValueError(f"{q}: is not a regular file")
+                m = pretrained.load(self.path if self.kind == "export" else q)
+                meta = {} if self.kind == "export" else checkpoint.read_meta(q)
+            except Exception as e:        # damaged, replaced while read, not a model
+                errors.append(str(e))
+                continue
+            m.model.eval()                # once: eval_mode() in every request changes nothing
+            self.warning = None if q == p else (f"{errors[0]}; showing {q.name} instead")
+            return Loaded(key, m, meta, q)
+        if self._loaded is not None:
+            self.warning = (f"{errors[0]}; showing the model loaded before "
+                            f"({self._step(self._loaded)})")
+            return Loaded(key, self._loaded.text_model, self._loaded.meta, self._loaded.path)
+        raise HTTPError(409, f"the model cannot be loaded: {errors[0]}")
 
     # -- texts ----------------------------------------------------------------------------------
     def heldout(self, loaded: Loaded) -> tuple[str, str]:
@@ -262,6 +300,10 @@ def _number(query: dict[str, str], name: str, kind: type, default: Any, **bounds
     raw = query.get(name, "")
     if raw == "":
         return default
+    pattern = _INT if kind is int else _FLOAT
+    if len(raw) > 40 or not pattern.fullmatch(raw):
+        raise bad(f"{name} must be {'an integer' if kind is int else 'a number'} written with "
+                  f"ASCII digits (at most 40 characters); got {raw[:40]!r}")
     try:
         x: Any = int(raw) if kind is int else float(raw)
     except ValueError:
@@ -271,6 +313,10 @@ def _number(query: dict[str, str], name: str, kind: type, default: Any, **bounds
         return check_scalar(x, name, kind, **bounds)
     except (TypeError, ValueError) as e:
         raise bad(str(e)) from None
+
+
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def _text_field(body: dict[str, Any]) -> str | None:
@@ -316,14 +362,19 @@ class App:
     # -- GET /api/run ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         view = self.view
-        loaded = view.loaded(required=False)
+        problem = None
+        try:
+            loaded = view.loaded(required=False)
+        except HTTPError as e:                 # a damaged model: the Training tab still works
+            loaded, problem = None, str(e)
         out: dict[str, Any] = {"run": str(view.path), "kind": view.kind,
+                               "warning": problem or view.warning,
                                "has_metrics": bool(view.rundir and view.rundir.metrics.is_file()),
                                "limits": LIMITS, "defaults": DEFAULTS, "checkpoint": None,
                                "model": None, "level": None, "mode": None, "unit": None,
                                "kinds": [], "heldout": None, "training": None}
         if loaded is None:
-            out["heldout"] = {"error": "no checkpoint yet"}
+            out["heldout"] = {"error": problem or view._missing()}
             return out
         tm = loaded.text_model
         cfg = tm.model.config
@@ -385,7 +436,7 @@ class App:
         top_k = _number(query, "top_k", int, None, min_val=1)
         top_p = _number(query, "top_p", float, None, min_val=0, max_val=1,
                         include_boundaries="right")
-        seed = _number(query, "seed", int, DEFAULTS["seed"], min_val=0, max_val=2**63 - 1)
+        seed = _number(query, "seed", int, DEFAULTS["seed"], min_val=0)
         beam = _number(query, "beam", int, None, min_val=1, max_val=LIMITS["max_beam"])
         check_sampling(temperature, top_k, top_p)
         loaded = self.view.loaded()
@@ -538,13 +589,19 @@ class App:
             enc = encode_text(tm.vocab, text, start, length + 1)       # the span + its target
         except ValueError as e:
             raise bad(str(e)) from None
-        if len(enc.ids) < 3:
-            raise bad(f"the text has {len(enc.ids)} token(s) from token {start}; a span needs "
-                      "two tokens and the one after them: give a longer text or an earlier start")
-        if enc.resets[1:].any():
-            raise bad("the span crosses a line, which this sentence-mode model reads from a "
-                      "fresh state; choose a span within one line")
-        ids, target = enc.ids[:-1], int(enc.ids[-1])
+        breaks = np.flatnonzero(enc.resets[1:]) + 1
+        if breaks.size and tm.vocab.end_id is not None:
+            # a sentence-mode model reads each line from a fresh state and ends it with <end>:
+            # the span stops at its line's end, the target is <end>
+            n = int(breaks[0])
+            ids, target, target_tok = enc.ids[:n], tm.vocab.end_id, tm.vocab.itos[tm.vocab.end_id]
+        else:
+            n = len(enc.ids) - 1
+            ids, target, target_tok = enc.ids[:-1], int(enc.ids[-1]), enc.tokens[-1]
+        if n < 2:
+            raise bad(f"from token {start} the text has {n} token(s) before "
+                      + ("its line ends" if breaks.size else "it ends")
+                      + "; a span needs two tokens and the one after them: choose another start")
         r = model_gradient_norms(tm.model, ids, target)
         cfg = tm.model.config
         T, H = len(ids), cfg.hidden_size
@@ -564,8 +621,9 @@ class App:
             norms = self.view.cached(("untrained", cell, T, H), walk)
             series.append({"label": f"{label}, untrained (H={H})", "kind": cell,
                            "norms": norms})
-        return {"tokens": enc.tokens[:-1], "display": display_pieces(enc.tokens[:-1], enc.level),
-                "T": T, "target": enc.tokens[-1], "loss": _finite(r.loss), "series": series}
+        return {"tokens": enc.tokens[:n], "display": display_pieces(enc.tokens[:n], enc.level),
+                "T": T, "requested": length, "cut": n < length, "target": target_tok,
+                "loss": _finite(r.loss), "series": series}
 
 
 def _finite_dict(d: dict[str, Any]) -> dict[str, Any]:
@@ -649,12 +707,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         if origin is None:
             return True
-        parsed = urllib.parse.urlsplit(origin)
+        try:
+            parsed = urllib.parse.urlsplit(origin)
+        except ValueError:
+            return False
         return parsed.scheme == "http" and parsed.netloc.lower() in self.server.hosts | (
             {self.headers.get("Host", "").lower()} if self.server.any_host else set())
 
     def _route(self, method: str) -> None:
         try:
+            for name in ("Host", "Content-Length", "Content-Type", "Origin"):
+                if len(self.headers.get_all(name, [])) > 1:
+                    raise bad(f"the {name} header is given more than once; give it once")
             if not self._host_ok():
                 raise HTTPError(403, "this server answers only requests for "
                                 f"{self.server.url}; open that address")
@@ -750,11 +814,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if ctype != "application/json":
             raise HTTPError(415, f"the body must be JSON (Content-Type: application/json); got "
                             f"{ctype[:40] or 'none'!r}")
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except TimeoutError:
+            raise HTTPError(408, f"the body did not arrive: {n} bytes announced by "
+                            "Content-Length, fewer sent") from None
         if len(data) != n:
             raise bad(f"the body ended after {len(data)} of {n} bytes")
         try:
-            body = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+            body = json.loads(data.decode("utf-8"), parse_constant=_no_constant,
+                              parse_int=_small_int)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise bad(f"the body is not valid JSON ({str(e)[:120]})") from None
         if not isinstance(body, dict):
@@ -788,6 +857,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """What the standard library answers itself (a method with no handler, a request line
         too long, a malformed request) as JSON with the same headers as everything else."""
         self.close_connection = True
+        if not str(getattr(self, "request_version", "")).startswith("HTTP/1."):
+            self.request_version = "HTTP/1.0"      # answer with a status line and headers
         if code == 501 and self.command and self.path:      # a method with no do_ handler
             return self._route(self.command[:20])           # 405 with the path's Allow, or 404
         with contextlib.suppress(OSError):
@@ -824,6 +895,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > 40:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most 40 are read)")
+    return int(text)
+
+
 class Server(http.server.ThreadingHTTPServer):
     """The HTTP server of one run: ``url``, and the ``Host`` values it answers."""
 
@@ -832,34 +909,46 @@ class Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, view: RunView, host: str = "127.0.0.1", port: int = 8000) -> None:
         self.app = App(view)
+        if not host.strip():
+            raise UsageError("--host is empty; give an address such as 127.0.0.1 (this machine "
+                             "only) or 0.0.0.0 (every interface)")
         try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.address_family = family
+            self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
             super().__init__((host, port), Handler)
-        except OSError as e:
+        except (OSError, UnicodeError) as e:
             raise UsageError(_bind_error(host, port, e)) from None
-        port = self.server_address[1]
-        shown = f"[{host}]" if ":" in host else host
+        bound, port = str(self.server_address[0]), int(self.server_address[1])
+        self.loopback = _is_loopback(bound)
+        wildcard = bound in ("0.0.0.0", "::")
+        # what to open: this machine's loopback address when listening everywhere
+        shown = ("127.0.0.1" if bound == "0.0.0.0" else "[::1]" if bound == "::"
+                 else f"[{bound}]" if ":" in bound else bound)
         self.url = f"http://{shown}:{port}/"
         self.hosts = {f"{shown}:{port}".lower(), f"localhost:{port}", f"127.0.0.1:{port}",
                       f"[::1]:{port}"}
-        self.any_host = not _is_loopback(host)   # reachable from others: names vary
+        # reachable from other machines under names this server cannot know: no Host check
+        self.any_host = not self.loopback or wildcard
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError,
+                                          TimeoutError)):
+            return                                 # the client left: nothing to report
         print(f"rnnkit serve: a connection from {client_address[0]} failed: "
               f"{printable(sys.exc_info()[1], keep='')}", file=sys.stderr)
 
 
 def _is_loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
     except ValueError:
         return host == "localhost"
 
 
-def _bind_error(host: str, port: int, e: OSError) -> str:
+def _bind_error(host: str, port: int, e: Exception) -> str:
     import errno
 
+    if not isinstance(e, OSError):
+        return f"cannot listen on {host!r}: not an address ({e}); give --host 127.0.0.1"
     if e.errno == errno.EADDRINUSE:
         return (f"port {port} on {host} is in use (another server?); give another --port, or "
                 "--port 0 for any free one")
@@ -874,10 +963,11 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
           ready: Callable[[Server], None] | None = None) -> None:
     """Serve ``run`` until interrupted; ``ready(server)`` is called once it listens."""
     view = RunView(run)
-    if view.kind != "run" and view.checkpoint_path() is None:
-        raise UsageError(f"{run}: no model here")
-    if view.kind != "run":
-        view.loaded()                    # a damaged checkpoint or export: an error now
+    if view.kind != "run":               # a damaged checkpoint or export: an error now
+        try:
+            view.loaded()
+        except HTTPError as e:
+            raise UsageError(str(e).replace("the model cannot be loaded: ", "")) from None
     server = Server(view, host, port)
     try:
         if ready is not None:
@@ -907,14 +997,20 @@ def add_command(sub: Any) -> None:
 
 def cmd_serve(args: Any) -> int:
     def ready(server: Server) -> None:
-        note = "" if _is_loopback(args.host) else (
-            f"\nwarning: listening on {args.host}: anyone who can reach this machine can open "
-            "the page (there is no password)")
+        note = "" if server.loopback else (
+            f"\nwarning: listening on {printable(args.host, keep='')}: anyone who can reach "
+            "this machine can open the page (there is no password)")
         print(f"serving {printable(args.run, keep='')} at {server.url} (Ctrl-C to stop){note}",
               flush=True)
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)      # kill/systemd stop: as Ctrl-C
     try:
         serve(args.run, args.host, args.port, ready=ready)
     except KeyboardInterrupt:
         print("stopped", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
