@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from rnnkit.cli import main
+from rnnkit.files import printable
 
 CHROMIUM = "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api",
@@ -37,6 +38,8 @@ TEXT = "".join(
     ("KING:\n" if i % 3 == 0 else "")
     + f'The lord (said {i}) "go now" to [the] king and {"queen" * (i % 4)}.\n'
     + ("\n" if i % 3 == 2 else "")
+    # characters a page must show escaped, never obey: a bidi override and an ANSI escape
+    + ("say \u202eevil\u202c and \x1b[31mred\n" if i % 10 == 5 else "")
     for i in range(80))
 
 
@@ -161,9 +164,10 @@ def test_the_streamed_sample_is_rnnkit_samples_text(page, run, shots, capsys, pr
                  "--temperature", temperature]) == 0
     cli = capsys.readouterr().out
     done = page.get_attribute("#sample-output", "data-text")
-    assert done + ("" if done.endswith("\n") else "\n") == cli
+    assert printable(done + ("" if done.endswith("\n") else "\n")) == cli
     # what the page shows, token by token, is the same text
-    pieces = page.eval_on_selector_all("#sample-output .tok", "els => els.map(e => e.textContent)")
+    pieces = page.eval_on_selector_all(
+        "#sample-output .tok", "els => els.map(e => e.dataset.raw ?? e.textContent)")
     shown = page.inner_text("#sample-output .prime") if prime else ""
     assert (shown + "".join(pieces)).replace("\u21b5", "") == done
     # hover: the token's probability and the five most likely, as the model gives them
@@ -435,3 +439,21 @@ def test_the_training_tab_follows_a_run_as_it_trains(browser, run, tmp_path, pro
         srv.server_close()
         rd.release()
     assert not problems, problems
+
+
+def test_control_characters_from_the_run_are_shown_escaped(page, run):
+    """A bidi override or an ANSI escape in the text is shown as an escape (as the CLI's
+    ``printable``), never obeyed; the raw token stays in ``data-raw``."""
+    if os.environ.get("RNNKIT_SERVE_RUN"):
+        pytest.skip("needs the test's own run, whose text holds these characters")
+    _tab(page, "neurons")
+    page.check("#neurons-src-own")
+    page.fill("#neurons-text", "say \u202eevil\u202c and \x1b[31mred\n")
+    page.click("#neurons-run")
+    page.wait_for_selector("#neurons-tokens .tok[data-raw]")
+    raw = page.eval_on_selector_all("#neurons-tokens .tok[data-raw]",
+                                    "els => els.map(e => [e.dataset.raw, e.textContent])")
+    assert [r for r, _ in raw] == ["\u202e", "\u202c", "\x1b"]
+    assert [shown for _, shown in raw] == [printable(r, keep="") for r, _ in raw]
+    text = page.inner_text("#neurons-tokens")
+    assert "\u202e" not in text and "\x1b" not in text and "\\u202e" in text

@@ -1,6 +1,7 @@
 /* rnnkit serve: the page. Vanilla JS, no build step; uPlot (global `uPlot`) draws the line charts.
-   Everything that comes from the server is put into the page as text (textContent /
-   createTextNode), never as HTML. The HTTP API: /api/run, /api/metrics, /api/sample (SSE),
+   Everything that comes from the server is put into the page as text (text nodes), never as
+   HTML, and with its control and format characters shown as escapes (printable(), h(),
+   setText()). The HTTP API: /api/run, /api/metrics, /api/sample (SSE),
    /api/neurons, /api/neurons/match, /api/gradients. */
 (function () {
   "use strict";
@@ -12,24 +13,104 @@
   const LN2 = Math.LN2;
   const TABS = ["training", "sample", "neurons", "gradients"];
 
-  /** An element with text children only: h("span", {class: "x", "data-i": 3}, "text", node). */
+  // Text from the server (tokens, texts, samples, labels, paths, error messages) may hold
+  // control or format characters: an RTL override (U+202E) reorders what follows it, a
+  // zero-width one hides, ESC shows as a box. Every such character (Unicode Cc except newline
+  // and tab, Cf, Zl, Zp and lone surrogates) is shown as a visible escape, "\u202e" or
+  // "\x1b", as the CLI's `printable` writes it. This is the one place that decides it.
+  const UNPRINTABLE = /(?![\n\t])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+  const UNPRINTABLE_ALL = /(?![\n\t])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+
+  /** One character as Python's unicode_escape writes it (\r, \x1b, \u202e, \U000e0001). */
+  function escapeChar(c) {
+    if (c === "\r") return "\\r";
+    const cp = c.codePointAt(0);
+    const hex = cp.toString(16);
+    if (cp < 0x100) return "\\x" + hex.padStart(2, "0");
+    if (cp < 0x10000) return "\\u" + hex.padStart(4, "0");
+    return "\\U" + hex.padStart(8, "0");
+  }
+
+  /** `s` as text with every control/format character escaped (newline and tab kept). */
+  function printable(s) {
+    s = s === null || s === undefined ? "" : String(s);
+    return UNPRINTABLE.test(s) ? s.replace(UNPRINTABLE_ALL, escapeChar) : s;
+  }
+
+  /** `s` as DOM nodes: the text, each escape of printable() in a <span class="cc"> that marks
+      it as an escape (so that a literal backslash typed in a text looks different). */
+  function printableNodes(s) {
+    s = s === null || s === undefined ? "" : String(s);
+    if (!UNPRINTABLE.test(s)) return document.createTextNode(s);
+    const frag = document.createDocumentFragment();
+    let last = 0;
+    for (const m of s.matchAll(UNPRINTABLE_ALL)) {
+      if (m.index > last) frag.appendChild(document.createTextNode(s.slice(last, m.index)));
+      const cc = document.createElement("span");
+      cc.className = "cc";
+      cc.textContent = escapeChar(m[0]);
+      frag.appendChild(cc);
+      last = m.index + m[0].length;
+    }
+    if (last < s.length) frag.appendChild(document.createTextNode(s.slice(last)));
+    return frag;
+  }
+
+  /** Replace what `node` shows by the text `s` (escaped as printable() says). */
+  function setText(node, s) {
+    clear(node);
+    node.appendChild(printableNodes(s));
+  }
+
+  /** An element with text children only: h("span", {class: "x", "data-i": 3}, "text", node).
+      String children, "text" and "title" are escaped (printable); data-* attributes are kept
+      as they are. */
   function h(tag, attrs, ...children) {
     const node = document.createElement(tag);
+    const plain = tag === "option";          // an <option> shows text only, no elements
     if (attrs) {
       for (const [k, v] of Object.entries(attrs)) {
         if (v === null || v === undefined || v === false) continue;
         if (k === "class") node.className = v;
-        else if (k === "text") node.textContent = v;
+        else if (k === "text") { if (plain) node.textContent = printable(v); else node.appendChild(printableNodes(v)); }
         else if (k === "style") node.style.cssText = v;
         else if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
+        else if (k === "title" || k === "aria-label" || k === "label") node.setAttribute(k, printable(v));
         else node.setAttribute(k, v === true ? "" : String(v));
       }
     }
     for (const c of children) {
       if (c === null || c === undefined || c === false) continue;
-      node.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+      if (typeof c === "string" || typeof c === "number") {
+        node.appendChild(plain ? document.createTextNode(printable(c)) : printableNodes(c));
+      } else node.appendChild(c);
     }
     return node;
+  }
+
+  /** A span of text whose raw form matters (a token, the prime): its text content is the
+      server's text exactly when that has no control/format character; otherwise it shows the
+      escaped form and `data-raw` keeps the server's text. */
+  function rawSpan(attrs, text) {
+    const s = h("span", attrs);
+    text = text === null || text === undefined ? "" : String(text);
+    if (UNPRINTABLE.test(text)) {
+      s.setAttribute("data-raw", text);
+      s.classList.add("has-cc");
+    }
+    s.appendChild(printableNodes(text));
+    return s;
+  }
+
+  /** "token 7" or "tokens 7–11": the tokens a .. b-1. */
+  function tokenRange(a, b) {
+    return b - a === 1 ? `token ${a}` : `tokens ${a}\u2013${b - 1}`;
+  }
+
+  /** "1 token", "2 tokens" (the plural by an added "s" unless given). */
+  function plural(n, word, many) {
+    const num = isNum(n) ? n.toLocaleString("en-US") : String(n);
+    return `${num} ${n === 1 ? word : many || word + "s"}`;
   }
 
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
@@ -37,7 +118,7 @@
   function showError(id, message) {
     const box = $(id);
     if (!box) return;
-    box.textContent = message;
+    setText(box, message);
     box.hidden = false;
   }
   function clearError(id) {
@@ -58,7 +139,8 @@
     return `${(s / 3600).toFixed(2)} h`;
   }
 
-  /** A token as a visible string for tooltips and lists. */
+  /** A token as a visible string for tooltips and lists (newline, tab and a lone space as
+      marks; control characters are escaped where it is put into the page: h() or setText()). */
   function visible(tok) {
     if (tok === null || tok === undefined) return "";
     return String(tok).replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5").replace(/^ $/, "\u2423");
@@ -148,6 +230,11 @@
     run: null,          // /api/run
     runError: null,
     defaultsApplied: false,
+    modelKey: "",       // the model the selects were filled for ("" : none yet)
+    ckptKey: "",
+    heldKey: undefined,
+    unitShown: undefined,
+    forcedOwn: { neurons: false, grad: false },   // "your own text" chosen for want of a held-out one
     tab: "training",
   };
 
@@ -204,6 +291,7 @@
   // the run: header, defaults, checkpoint state
   // ------------------------------------------------------------------------------------------
   const CELLS = { lstm: "LSTM", gru: "GRU", rnn: "tanh RNN", tanh: "tanh RNN" };
+  const KIND_NAMES = { h: "h (hidden state)", c: "c (cell state)" };
 
   function summaryOf(run) {
     const parts = [];
@@ -218,26 +306,52 @@
     if (run.checkpoint) {
       if (isNum(run.checkpoint.step)) parts.push(`checkpoint step ${run.checkpoint.step}`);
       else parts.push("checkpoint");
-      if (isNum(run.checkpoint.val_loss)) parts.push(`val ${run.checkpoint.val_loss.toFixed(2)} nats/${unitName()}`);
+      if (isNum(run.checkpoint.val_loss)) parts.push(`val ${fmt(toUnits(run.checkpoint.val_loss), 2)} ${lossUnits()}/${unitName()}`);
     } else {
       parts.push("no checkpoint yet");
     }
     return parts.join(" \u00b7 ");
   }
 
+  /** The header line: follows the run and the units chosen on the Training tab. */
+  function renderSummary() {
+    const box = $("run-summary");
+    if (!S.run) { clear(box); return; }
+    setText(box, summaryOf(S.run));
+    const cmd = S.run.training && typeof S.run.training.command === "string" ? S.run.training.command : "";
+    if (cmd) box.title = printable(cmd);
+    else box.removeAttribute("title");
+  }
+
+  // what of the run the page has set itself up for; a change re-applies that part
+  const modelKeyOf = (run) => (run && run.model ? JSON.stringify([run.model, run.level, run.mode, run.unit, run.kinds]) : "");
+  const ckptKeyOf = (run) => (run && run.checkpoint ? JSON.stringify([run.checkpoint.step, run.checkpoint.path, run.checkpoint.val_loss]) : "");
+
   function applyRun(run) {
+    const prevModel = S.modelKey, prevCkpt = S.ckptKey, prevUnit = S.unitShown;
     S.run = run;
     S.runError = null;
     clearError("run-error");
-    $("run-path").textContent = run.run || "";
-    $("run-summary").textContent = summaryOf(run);
-    if (run.training && typeof run.training.command === "string") $("run-summary").title = run.training.command;
+    setText($("run-path"), run.run || "");
+    renderSummary();
+    const warn = $("run-warning");
+    if (run.warning !== undefined && run.warning !== null && run.warning !== "") {
+      setText(warn, `warning: ${run.warning}`);
+      warn.hidden = false;
+    } else { warn.hidden = true; clear(warn); }
     const base = String(run.run || "").replace(/\/+$/, "").split("/").pop();
-    document.title = base ? `${base} · rnnkit serve` : "rnnkit serve";
+    document.title = base ? `${printable(base)} · rnnkit serve` : "rnnkit serve";
 
+    // units: the loss select, the chart's axis, the status line and the samples say per what
     const u = unitName();
-    $("loss-units").options[0].textContent = `nats / ${u}`;
-    $("loss-units").options[1].textContent = `bits / ${u}`;
+    S.unitShown = u;
+    $("loss-units").options[0].textContent = printable(`nats / ${u}`);
+    $("loss-units").options[1].textContent = printable(`bits / ${u}`);
+    if (prevUnit !== undefined && prevUnit !== u && TR.loaded) {
+      if (charts.loss) makeLossChart();
+      renderTraining();
+      renderSamples(true);
+    }
 
     const lim = run.limits || {};
     const setMax = (id, v) => { if (isNum(v)) $(id).max = String(v); };
@@ -248,48 +362,111 @@
     if (isNum(lim.max_prime)) $("prime").maxLength = lim.max_prime;
     if (isNum(lim.max_text_chars)) { $("neurons-text").maxLength = lim.max_text_chars; $("grad-text").maxLength = lim.max_text_chars; }
 
+    // the defaults do not depend on the model: once, into the fields the user has not filled
     if (!S.defaultsApplied) {
       S.defaultsApplied = true;
       const d = run.defaults || {};
-      const setVal = (id, v) => { if (v !== null && v !== undefined) $(id).value = String(v); };
+      const setVal = (id, v) => { if (v !== null && v !== undefined && $(id).value.trim() === "") $(id).value = String(v); };
       setVal("length", d.length);
       setVal("temperature", d.temperature);
       setVal("seed", d.seed);
       setVal("neurons-length", d.neurons_length);
       setVal("grad-length", d.gradients_length);
-      setVal("threshold", d.threshold);
-      setVal("pad", d.pad);
+      if (d.threshold !== undefined && d.threshold !== null) $("threshold").value = String(d.threshold);
+      if (d.pad !== undefined && d.pad !== null) $("pad").value = String(d.pad);
+    }
 
-      const layers = (run.model && run.model.num_layers) || 1;
-      const sel = $("neurons-layer");
-      clear(sel);
-      for (let l = 0; l < layers; l++) {
-        const note = layers > 1 ? (l === 0 ? " (bottom)" : l === layers - 1 ? " (top)" : "") : "";
-        sel.appendChild(h("option", { value: l }, `${l}${note}`));
+    // the model: layers, states (first time it appears, or when another model is served)
+    const mk = modelKeyOf(run);
+    if (mk && mk !== prevModel) {
+      S.modelKey = mk;
+      applyModel(run, !!prevModel);
+    } else if (!prevModel) {
+      applyModel(run, false);          // no model yet: layer 0, state h
+    }
+    const hk = JSON.stringify(run.heldout === undefined ? null : run.heldout);
+    if (hk !== S.heldKey) {
+      S.heldKey = hk;
+      applyHeldout(run.heldout);
+    }
+    const ck = ckptKeyOf(run);
+    S.ckptKey = ck;
+    if (ck && prevCkpt && ck !== prevCkpt && mk === prevModel) noteNewCheckpoint(run);
+    applyCheckpointState();
+  }
+
+  /** Fill the layer and state selects for the served model, keeping the user's choice where
+      the model still has it. `changed`: another model than the one the page showed. */
+  function applyModel(run, changed) {
+    const layers = (run.model && run.model.num_layers) || 1;
+    const sel = $("neurons-layer");
+    const keepLayer = sel.value;
+    clear(sel);
+    for (let l = 0; l < layers; l++) {
+      const note = layers > 1 ? (l === 0 ? " (bottom)" : l === layers - 1 ? " (top)" : "") : "";
+      sel.appendChild(h("option", { value: l }, `${l}${note}`));
+    }
+    sel.value = keepLayer !== "" && Number(keepLayer) < layers ? keepLayer : "0";
+    const kinds = Array.isArray(run.kinds) && run.kinds.length ? run.kinds : ["h"];
+    const ks = $("neurons-kind");
+    const keepKind = ks.value;
+    clear(ks);
+    for (const k of kinds) ks.appendChild(h("option", { value: k }, KIND_NAMES[k] || String(k)));
+    ks.value = kinds.includes(keepKind) ? keepKind : String(kinds[0]);
+    if (changed) {
+      // what the Neurons and Gradients tabs show belongs to the model served before
+      const what = summaryOf(Object.assign({}, run, { checkpoint: null })).replace(/ \u00b7 no checkpoint yet$/, "");
+      if (NR.d) {
+        NR.d = null; NR.req = null; NR.match = null; NR.query = null; NR.spans = [];
+        $("neurons-result").hidden = true;
+        for (const id of ["neurons-tokens", "features", "match-units", "matches", "neurons-info", "unit-desc"]) clear($(id));
+        $("match-result").hidden = true;
+        unitMessage("");
+        setText($("neurons-status"), `the served model changed (now ${what}): Run again`);
       }
-      const kinds = Array.isArray(run.kinds) && run.kinds.length ? run.kinds : ["h"];
-      const ks = $("neurons-kind");
-      clear(ks);
-      const KIND_NAMES = { h: "h (hidden state)", c: "c (cell state)" };
-      for (const k of kinds) ks.appendChild(h("option", { value: k }, KIND_NAMES[k] || k));
-
-      const held = run.heldout || {};
-      for (const pre of ["neurons", "grad"]) {
-        const radio = $(`${pre}-src-heldout`);
-        const desc = radio.closest(".source-row").querySelector(".heldout-desc");
-        if (held.error) {
-          radio.disabled = true;
-          $(`${pre}-src-own`).checked = true;
-          $(`${pre}-text`).hidden = false;
-          desc.textContent = `(none: ${held.error})`;
-        } else {
-          const n = isNum(held.tokens) ? ` · ${held.tokens.toLocaleString("en-US")} tokens`
-            : isNum(held.chars) ? ` · ${held.chars.toLocaleString("en-US")} characters` : "";
-          desc.textContent = held.source ? `held-out text: ${held.source}${n}` : "";
-        }
+      if (GR.d) {
+        GR.d = null;
+        if (charts.grad) { charts.grad.u.destroy(); charts.grad = null; }
+        $("grad-result").hidden = true;
+        clear($("grad-tokens")); clear($("grad-info")); GR.spans = []; GR.hl = -1;
+        setText($("grad-status"), `the served model changed (now ${what}): Run again`);
       }
     }
-    applyCheckpointState();
+  }
+
+  /** The held-out source: offered when the run has one, else "your own text" (and back to the
+      held-out text once there is one, unless the user has typed a text meanwhile). */
+  function applyHeldout(held) {
+    held = held && typeof held === "object" ? held : { error: "no checkpoint yet" };
+    for (const pre of ["neurons", "grad"]) {
+      const radio = $(`${pre}-src-heldout`);
+      const own = $(`${pre}-src-own`);
+      const text = $(`${pre}-text`);
+      const desc = radio.closest(".source-row").querySelector(".heldout-desc");
+      if (held.error || !held.source) {
+        radio.disabled = true;
+        if (!own.checked) { own.checked = true; S.forcedOwn[pre] = true; }
+        text.hidden = false;
+        setText(desc, `(none: ${held.error || "the run names no held-out text"})`);
+      } else {
+        radio.disabled = false;
+        if (S.forcedOwn[pre] && own.checked && !text.value.trim()) {
+          radio.checked = true;
+          text.hidden = true;
+        }
+        S.forcedOwn[pre] = false;
+        const n = isNum(held.tokens) ? ` \u00b7 ${plural(held.tokens, "token")}`
+          : isNum(held.chars) ? ` \u00b7 ${plural(held.chars, "character")}` : "";
+        setText(desc, `held-out text: ${held.source}${n}`);
+      }
+    }
+  }
+
+  /** A newer checkpoint of the same model: results on the tabs came from the one before. */
+  function noteNewCheckpoint(run) {
+    const step = run.checkpoint && isNum(run.checkpoint.step) ? ` (step ${run.checkpoint.step})` : "";
+    if (NR.d && !NR.busy) setText($("neurons-status"), `a newer checkpoint${step} is loaded: Run again to see it`);
+    if (GR.d && !$("grad-run").disabled) setText($("grad-status"), `a newer checkpoint${step} is loaded: Run again to see it`);
   }
 
   function applyCheckpointState() {
@@ -309,7 +486,8 @@
           msg.appendChild(h("strong", null, "This run has no checkpoint yet"));
           msg.appendChild(h("p", null,
             "rnnkit train saves one at its first evaluation. The Training tab follows the run " +
-            "live; this tab works as soon as a checkpoint exists."));
+            "live; this tab works as soon as a checkpoint exists (the page looks for it every " +
+            "few seconds)."));
         } else {
           msg.appendChild(h("strong", null, "Loading the run…"));
         }
@@ -317,20 +495,29 @@
     }
   }
 
-  let runRefreshing = false;
+  // /api/run is read again: every 5 s while there is no checkpoint (or it could not be read),
+  // every 15 s after (another model may be served, a warning may come or go), and whenever
+  // the metrics log shows a new evaluation or the trainer starting or stopping
+  let runRefreshing = false, runAgain = false, runTimer = null;
   async function loadRun(quiet) {
-    if (runRefreshing) return;
+    if (runRefreshing) { runAgain = true; return; }
     runRefreshing = true;
+    clearTimeout(runTimer);
     try {
       applyRun(await api("api/run"));
     } catch (e) {
       if (!quiet || !S.run) {
         S.runError = e.message || String(e);
         showError("run-error", `Could not load the run: ${S.runError}`);
-        if (!S.run) { $("run-path").textContent = ""; applyCheckpointState(); }
+        if (!S.run) { clear($("run-path")); applyCheckpointState(); }
       }
     } finally {
       runRefreshing = false;
+      if (runAgain) { runAgain = false; loadRun(true); }
+      else {
+        const waiting = !S.run || !S.run.checkpoint || !!S.runError;
+        runTimer = setTimeout(() => loadRun(true), waiting ? 5000 : 15000);
+      }
     }
   }
 
@@ -438,6 +625,7 @@
       q = `?since=${TR.records.length}&step=${encodeURIComponent(isNum(last.step) ? last.step : "")}`;
     }
     const wasTraining = TR.training;
+    const first = !TR.loaded;           // the page read /api/run just before its first poll
     let newEvals = false;
     try {
       const m = await api(`api/metrics${q}`);
@@ -451,11 +639,16 @@
       renderTraining();
     } catch (e) {
       showError("training-error", `Could not read the metrics: ${e.message || e}`);
-      if (!TR.loaded) $("training-status").textContent = "the metrics log could not be read";
+      if (!TR.loaded) setText($("training-status"), "the metrics log could not be read");
     }
     // a new evaluation may have written a new checkpoint; a finished run may have a last one
-    if (TR.loaded && (newEvals && TR.records.length && q !== "" || wasTraining !== TR.training)) loadRun(true);
-    scheduleMetrics(TR.training ? 2000 : 10000);
+    // (and again a little later: the trainer may write the checkpoint after the log's record)
+    if (TR.loaded && !first && (newEvals || wasTraining !== TR.training)) {
+      loadRun(true);
+      setTimeout(() => loadRun(true), 3000);
+    }
+    // while training: often; a run with no log yet (a trainer may start any moment): every 3 s
+    scheduleMetrics(TR.training ? 2000 : TR.records.length ? 10000 : 3000);
   }
 
   function trainingSeconds() {
@@ -491,12 +684,12 @@
       parts.push(S.run && S.run.kind && S.run.kind !== "run" ? `no metrics log (this is ${S.run.kind === "export" ? "an export" : "a checkpoint"}, not a run directory)` : "no metrics log yet");
     } else {
       parts.push("finished");
-      if (step !== null) parts.push(`${step} steps`);
+      if (step !== null) parts.push(plural(step, "step"));
       if (secs !== null) parts.push(fmtDuration(secs));
       if (best !== null) parts.push(`best val ${fmt(toUnits(best))} ${u}`);
     }
     box.appendChild(h("span", { class: TR.training ? "dot live" : "dot" }));
-    box.appendChild(document.createTextNode(parts.join(" \u00b7 ")));
+    box.appendChild(printableNodes(parts.join(" \u00b7 ")));
   }
 
   function lossData() {
@@ -535,7 +728,7 @@
     clear(el);
     const log = $("loss-scale").value === "log";
     const valueFmt = (u, v) => (v === null || v === undefined ? "—" : (log ? Math.pow(10, v) : v).toFixed(3));
-    const yAxis = Object.assign({}, AXIS, { label: `loss (${lossUnits()} / ${unitName()}${log ? ", log scale" : ""})`, size: 56, labelSize: 22 });
+    const yAxis = Object.assign({}, AXIS, { label: printable(`loss (${lossUnits()} / ${unitName()}${log ? ", log scale" : ""})`), size: 56, labelSize: 22 });
     if (log) Object.assign(yAxis, { splits: logSplits, values: (u, vals) => vals.map(powerLabel) });
     const opts = {
       width: chartWidth(el),
@@ -629,9 +822,9 @@
     if (!keepFollow) TR.sampleIdx = i === samples.length - 1 ? -1 : i;
     const r = samples[i];
     $("sample-step").value = String(i);
-    $("sample-step-label").textContent = `${sampleLabel(r)} \u00b7 ${i + 1} of ${samples.length}`;
+    setText($("sample-step-label"), `${sampleLabel(r)} \u00b7 ${i + 1} of ${samples.length}`);
     const focus = $("sample-focus");
-    focus.textContent = r.sample;
+    setText(focus, r.sample);
     focus.setAttribute("data-step", String(r.step));
     for (const e of $("samples").querySelectorAll(".sample")) {
       e.classList.toggle("current", e.getAttribute("data-step") === String(r.step) && Number(e.getAttribute("data-index")) === i);
@@ -646,6 +839,7 @@
 
   function setupTraining() {
     $("loss-units").addEventListener("change", () => {
+      renderSummary();
       if (charts.loss) makeLossChart();
       renderTraining();
       renderSamples(true);
@@ -675,7 +869,7 @@
     $("stop").disabled = !on;
   }
 
-  function sampleStatus(text) { $("sample-status").textContent = text; }
+  function sampleStatus(text) { setText($("sample-status"), text); }
 
   function sampleParams() {
     const p = new URLSearchParams();
@@ -740,7 +934,7 @@
         if (state.failed) { try { await reader.cancel(); } catch (e) { /* gone */ } break; }
         if (!state.done) {
           const secs = (performance.now() - SM.t0) / 1000;
-          if (SM.count) sampleStatus(`generating… ${SM.count} tokens \u00b7 ${secs.toFixed(1)} s`);
+          if (SM.count) sampleStatus(`generating… ${plural(SM.count, "token")} \u00b7 ${secs.toFixed(1)} s`);
         }
       }
       buf += dec.decode();
@@ -748,16 +942,16 @@
       if (!state.done && !state.failed) {
         state.failed = true;
         showError("sample-error", "The stream ended before the server said it was done.");
-        sampleStatus(`${SM.count} tokens, incomplete`);
+        sampleStatus(`${plural(SM.count, "token")}, incomplete`);
       }
     } catch (e) {
       if (!current()) return;
       if (e && e.name === "AbortError") {
         const secs = (performance.now() - SM.t0) / 1000;
-        sampleStatus(`stopped by you \u00b7 ${SM.count} tokens \u00b7 ${secs.toFixed(1)} s`);
+        sampleStatus(`stopped by you \u00b7 ${plural(SM.count, "token")} \u00b7 ${secs.toFixed(1)} s`);
       } else {
         showError("sample-error", e && e.message ? e.message : String(e));
-        sampleStatus(SM.count ? `failed after ${SM.count} tokens` : "failed");
+        sampleStatus(SM.count ? `failed after ${plural(SM.count, "token")}` : "failed");
       }
     } finally {
       if (current()) { setSampling(false); SM.ctrl = null; }
@@ -790,12 +984,12 @@
     }
     const out = $("sample-output");
     if (event === "start") {
-      if (d && typeof d.prime === "string" && d.prime) out.appendChild(h("span", { class: "prime", title: "the prime" }, d.prime));
+      if (d && typeof d.prime === "string" && d.prime) out.appendChild(rawSpan({ class: "prime", title: "the prime" }, d.prime));
     } else if (event === "token") {
       if (!d || typeof d !== "object") return;
       const i = isNum(d.i) ? d.i : SM.toks.length;
       const text = typeof d.text === "string" ? d.text : typeof d.token === "string" ? d.token : "";
-      const span = h("span", { class: /\n/.test(text) ? "tok nl" : "tok", "data-i": i, "data-p": isNum(d.p) ? d.p : "", "data-id": isNum(d.id) ? d.id : "" }, text);
+      const span = rawSpan({ class: /\n/.test(text) ? "tok nl" : "tok", "data-i": i, "data-p": isNum(d.p) ? d.p : "", "data-id": isNum(d.id) ? d.id : "" }, text);
       const bg = surpriseColour(d.p);
       if (bg) span.style.backgroundColor = bg;
       SM.toks[i] = d;
@@ -809,11 +1003,11 @@
       const secs = d && isNum(d.seconds) ? d.seconds : (performance.now() - SM.t0) / 1000;
       const why = d && d.stopped === "end" ? "stopped at <end>" : d && d.stopped === "length" ? "reached the length" : d && d.stopped ? `stopped: ${d.stopped}` : "";
       const rate = secs > 0 && n ? ` (${Math.round(n / secs)} tokens/s)` : "";
-      sampleStatus([`${n} tokens`, `${secs.toFixed(2)} s${rate}`, why].filter(Boolean).join(" \u00b7 "));
+      sampleStatus([plural(n, "token"), `${secs.toFixed(2)} s${rate}`, why].filter(Boolean).join(" \u00b7 "));
     } else if (event === "error") {
       state.failed = true;
       showError("sample-error", d && typeof d.error === "string" ? d.error : "The generation failed.");
-      sampleStatus(SM.count ? `failed after ${SM.count} tokens` : "failed");
+      sampleStatus(SM.count ? `failed after ${plural(SM.count, "token")}` : "failed");
     }
   }
 
@@ -953,9 +1147,9 @@
     const d = NR.d;
     $("neurons-result").hidden = false;
     const src = NR.req.text === null ? "the held-out text" : "your text";
-    const parts = [`tokens ${d.start}\u2013${d.start + d.T - 1} of ${src} (T = ${d.T})`, `layer ${d.layer}, state ${d.kind}: H = ${d.H} units`];
-    if (isNum(d.unknown) && d.unknown > 0) parts.push(`${d.unknown} token${d.unknown === 1 ? "" : "s"} unknown to the model (<unk>)`);
-    $("neurons-info").textContent = parts.join(" \u00b7 ");
+    const parts = [`${tokenRange(d.start, d.start + d.T)} of ${src} (T = ${d.T})`, `layer ${d.layer}, state ${d.kind}: H = ${plural(d.H, "unit")}`];
+    if (isNum(d.unknown) && d.unknown > 0) parts.push(`${plural(d.unknown, "token")} unknown to the model (<unk>)`);
+    setText($("neurons-info"), parts.join(" \u00b7 "));
     $("unit").max = String(d.H - 1);
 
     // text spans, one per token
@@ -964,7 +1158,7 @@
     NR.spans = new Array(d.T);
     const frag = document.createDocumentFragment();
     for (let t = 0; t < d.T; t++) {
-      const s = h("span", { class: "tok", "data-i": t }, String(d.display[t]));
+      const s = rawSpan({ class: "tok", "data-i": t }, d.display[t]);
       NR.spans[t] = s;
       frag.appendChild(s);
     }
@@ -1108,14 +1302,51 @@
     if (!d || !Number.isInteger(u) || u < 0 || u >= d.H) return;
     NR.unit = u;
     if ($("unit").value !== String(u)) $("unit").value = String(u);
+    $("unit").classList.remove("invalid");
+    unitMessage("");
     colourText();
     drawHeat();
     let lo = Infinity, hi = -Infinity;
     for (let t = 0; t < d.T; t++) { const v = d.values[t * d.H + u]; if (v < lo) lo = v; if (v > hi) hi = v; }
-    $("unit-desc").textContent = `${unitLabel(u)} \u00b7 from ${fmt(lo, 3)} to ${fmt(hi, 3)} over this text \u00b7 strongest colour at |value| ${fmt(d.scale[u], 3)}`;
+    setText($("unit-desc"), `${unitLabel(u)} \u00b7 from ${fmt(lo, 3)} to ${fmt(hi, 3)} over this text \u00b7 strongest colour at |value| ${fmt(d.scale[u], 3)}`);
     for (const b of document.querySelectorAll("#panel-neurons .unit-link")) {
       b.classList.toggle("current", Number(b.dataset.index) === u && Number(b.dataset.layer) === d.layer && b.dataset.kind === d.kind);
     }
+  }
+
+  function unitMessage(text) {
+    const box = $("unit-msg");
+    if (text) { setText(box, text); box.hidden = false; } else { box.hidden = true; clear(box); }
+  }
+
+  /** The unit field: a unit of this block is shown at once; a number outside 0 .. H-1 is
+      clamped into it (with a message saying so); an empty or unreadable field keeps showing the
+      current unit, says so, and is set back to it when the user leaves it (or presses Enter).
+      So the field always ends up holding the unit the text is coloured by. */
+  function unitTyped(commit) {
+    const d = NR.d;
+    const field = $("unit");
+    if (!d) return;
+    const raw = field.value.trim();
+    const x = Number(raw);
+    const max = d.H - 1;
+    const range = `${unitLabel(0).replace(/\[0\]$/, "")} has units 0\u2013${max}`;
+    if (raw !== "" && Number.isFinite(x)) {
+      const u = Math.max(0, Math.min(max, Math.round(x)));
+      if (u === x) { selectUnit(u); return; }
+      field.value = String(u);
+      selectUnit(u);
+      unitMessage(`there is no unit ${raw}: ${range}; showing unit ${u}`);
+      return;
+    }
+    if (!commit) {
+      field.classList.add("invalid");
+      unitMessage(`${raw === "" ? "no unit number" : `"${raw}" is not a unit number`}: still showing unit ${NR.unit} (${range})`);
+      return;
+    }
+    field.value = String(NR.unit);
+    field.classList.remove("invalid");
+    unitMessage("");
   }
 
   function unitButton(layer, kind, index, label, r, scroll) {
@@ -1154,8 +1385,10 @@
         const label = typeof u.label === "string" ? u.label : `l${u.layer} ${u.kind}[${u.index}]`;
         unitsCell.appendChild(unitButton(u.layer, u.kind, u.index, label, u.r, true));
       }
+      // the description: its own column on a wide page, under the name on a narrow one (CSS)
       body.appendChild(h("tr", null,
-        h("td", { class: "name" }, String(f.name || "")),
+        h("td", { class: "name" }, h("span", { class: "feat-name" }, String(f.name || "")),
+          f.description ? h("div", { class: "feat-desc" }, String(f.description)) : null),
         h("td", { class: "num" }, String(f.coverage === undefined || f.coverage === null ? "—" : f.coverage)),
         unitsCell,
         h("td", { class: "num" }, isNum(f.control) ? `|r| ${f.control.toFixed(2)}` : "—"),
@@ -1175,9 +1408,14 @@
     const span = el && el.closest ? el.closest(".tok") : null;
     if (!span || !box.contains(span)) return null;
     const i = Number(span.getAttribute("data-i"));
-    const len = node.nodeType === Node.TEXT_NODE ? node.length : node.childNodes.length;
-    if (isEnd && offset === 0) return i - 1;
-    if (!isEnd && offset >= len && len > 0) return i + 1;
+    // where in the token's own text the boundary is (a token may hold several text nodes: an
+    // escaped control character is a child element)
+    const r = document.createRange();
+    r.selectNodeContents(span);
+    r.setEnd(node, offset);
+    const before = r.toString().length, len = span.textContent.length;
+    if (isEnd && before === 0) return i - 1;
+    if (!isEnd && before >= len && len > 0) return i + 1;
     return i;
   }
 
@@ -1210,11 +1448,11 @@
     clear(box);
     const d = NR.d;
     if (!d) return;
-    if (!NR.query) { box.textContent = "No span yet: drag over some tokens in the text above."; return; }
+    if (!NR.query) { setText(box, "No span yet: drag over some tokens in the text above."); return; }
     const [a, b] = NR.query;
     let text = d.display.slice(a, b).join("").replace(/\n/g, "");
     if (text.length > 160) text = text.slice(0, 160) + "…";
-    box.appendChild(document.createTextNode(`span: tokens ${a}\u2013${b - 1} (${b - a} token${b - a === 1 ? "" : "s"}) `));
+    box.appendChild(document.createTextNode(`span: ${tokenRange(a, b)} (${plural(b - a, "token")}) `));
     box.appendChild(h("code", null, text));
   }
 
@@ -1323,10 +1561,10 @@
     for (const id of ["neurons-layer", "neurons-kind"]) {
       $(id).addEventListener("change", () => { if (NR.d && !NR.busy) runNeurons(Object.assign({}, NR.req, { layer: Number($("neurons-layer").value), kind: $("neurons-kind").value })); });
     }
-    $("unit").addEventListener("input", () => {
-      const u = Number($("unit").value);
-      if ($("unit").value !== "" && Number.isInteger(u) && NR.d && u >= 0 && u < NR.d.H) selectUnit(u);
-    });
+    $("unit").addEventListener("input", () => unitTyped(false));
+    $("unit").addEventListener("change", () => unitTyped(true));
+    $("unit").addEventListener("blur", () => unitTyped(true));
+    $("unit").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); unitTyped(true); } });
     $("unit-prev").addEventListener("click", () => { if (NR.d) selectUnit((NR.unit + NR.d.H - 1) % NR.d.H); });
     $("unit-next").addEventListener("click", () => { if (NR.d) selectUnit((NR.unit + 1) % NR.d.H); });
 
@@ -1430,7 +1668,7 @@
   function renderGradients() {
     const d = GR.d;
     $("grad-result").hidden = false;
-    const T = d.T;
+    const T = isNum(d.T) ? d.T : Array.isArray(d.tokens) ? d.tokens.length : 0;   // what the server used
     const xs = Array.from({ length: T }, (_, i) => i);
     const data = [xs];
     const series = [{ label: "steps back", value: (u, v) => (v === null ? "—" : String(v)) }];
@@ -1442,7 +1680,7 @@
       const model = s.kind === "model";
       const colour = model ? MODEL_COLOURS[mi++ % MODEL_COLOURS.length] : UNTRAINED_COLOURS[s.kind] || "#888";
       series.push({
-        label: String(s.label || s.kind || "series"), stroke: colour, width: model ? 2.5 : 1.5,
+        label: printable(s.label || s.kind || "series"), stroke: colour, width: model ? 2.5 : 1.5,
         dash: model ? undefined : [6, 4], spanGaps: false, points: { show: false },
         value: (u, v) => (v === null || v === undefined ? "—" : Math.pow(10, v).toExponential(2)),
       });
@@ -1471,14 +1709,16 @@
       charts.grad = { u: new uPlot(opts, data, el), el, height: 360 };
     }
 
-    // the span, with the predicted target
+    // the span the server used (it may be shorter than the one asked for: a sentence-mode
+    // model's span is cut at the line's end, where the model predicts <end>; a text may end)
     const box = $("grad-tokens");
     clear(box);
     GR.spans = [];
     GR.hl = -1;
     const disp = Array.isArray(d.display) ? d.display : Array.isArray(d.tokens) ? d.tokens : [];
     disp.forEach((tok, i) => {
-      const s = h("span", { class: "tok", "data-i": i, title: `d = ${T - 1 - i} steps back` }, String(tok));
+      const back = T - 1 - i;
+      const s = rawSpan({ class: "tok", "data-i": i, title: `d = ${plural(back, "step")} back` }, tok);
       GR.spans.push(s);
       box.appendChild(s);
     });
@@ -1486,10 +1726,22 @@
       box.appendChild(h("span", { class: "arrow" }, "\u2192 next:"));
       box.appendChild(h("span", { class: "target", title: "the token the loss is computed on" }, visible(d.target)));
     }
-    const src = GR.req && GR.req.text !== null ? "your text" : "the held-out text";
-    $("grad-info").textContent = `${T} tokens of ${src}, from token ${GR.req ? GR.req.start : 0}. The loss: predicting the next token "${visible(d.target)}" after the last one` +
+    const req = GR.req || {};
+    const src = req.text !== null && req.text !== undefined ? "your text" : "the held-out text";
+    const a = isNum(d.start) ? d.start : isNum(req.start) ? req.start : 0;
+    const asked = isNum(d.requested) ? d.requested : isNum(req.length) ? req.length : T;
+    let why = "";
+    if (T < asked) {
+      const said = [d.cut, d.reason, d.note].find((x) => typeof x === "string" && x);
+      why = said ? `, ${said}`
+        : d.target === "<end>" || (S.run && S.run.mode === "sentence") ? ", cut at the line's end"
+        : ", the text ends there";
+      why += ` \u2014 ${plural(asked, "token")} asked for`;
+    }
+    setText($("grad-info"), `span: ${tokenRange(a, a + T)} (${plural(T, "token")}${why}) of ${src}. ` +
+      `The loss: predicting the next token "${visible(d.target)}" after the last one` +
       (isNum(d.loss) ? ` (cross-entropy ${d.loss.toFixed(3)} nats). ` : ". ") +
-      "Hover the chart to see which token is d steps back.";
+      "Hover the chart to see which token is d steps back.");
   }
 
   function setupGradients() {
