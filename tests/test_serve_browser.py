@@ -457,3 +457,42 @@ def test_control_characters_from_the_run_are_shown_escaped(page, run):
     assert [shown for _, shown in raw] == [printable(r, keep="") for r, _ in raw]
     text = page.inner_text("#neurons-tokens")
     assert "\u202e" not in text and "\x1b" not in text and "\\u202e" in text
+
+
+def test_a_page_opened_before_the_first_checkpoint_picks_the_model_up(browser, run, tmp_path,
+                                                                      problems):
+    from rnnkit.server import RunView, Server
+
+    if os.environ.get("RNNKIT_SERVE_RUN"):
+        pytest.skip("copies the test's own run")
+    live = tmp_path / "starting"
+    live.mkdir()
+    srv = Server(RunView(live), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = ctx.new_page()
+        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        pg.goto(srv.url)
+        pg.wait_for_selector("#tab-training")
+        _tab(pg, "neurons")
+        # the trainer writes its log, then its first checkpoint (as rnnkit train does)
+        shutil.copy(run / "metrics.jsonl", live / "metrics.jsonl")
+        shutil.copy(run / "best.safetensors", live / "best.safetensors.tmp")
+        os.replace(live / "best.safetensors.tmp", live / "best.safetensors")
+        pg.wait_for_function("() => document.querySelectorAll('#neurons-kind option').length "
+                             "== 2", timeout=20000)
+        layers = pg.eval_on_selector_all("#neurons-layer option", "els => els.map(e => e.value)")
+        assert layers == ["0", "1"]
+        assert "LSTM" in pg.inner_text("#run-summary")
+        pg.fill("#neurons-length", "50")
+        pg.click("#neurons-run")
+        pg.wait_for_function("() => document.querySelectorAll('#neurons-tokens .tok').length "
+                             "== 50")
+    finally:
+        ctx.close()
+        srv.shutdown()
+        srv.server_close()
+    problems[:] = [p for p in problems if "409" not in p]    # "no checkpoint yet" answers
+    assert not problems, problems
