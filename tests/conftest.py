@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,3 +50,19 @@ def brute_match(v: np.ndarray, units: list[int], threshold: float) -> list[tuple
             out.append((start, t))
             start = None
     return out
+
+
+@contextlib.contextmanager
+def serving(run: Path) -> Iterator[Any]:
+    """``rnnkit serve run`` on a free port in a thread, for the length of a ``with``."""
+    from rnnkit.server import RunView, Server
+
+    srv = Server(RunView(run), "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)

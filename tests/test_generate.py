@@ -206,3 +206,21 @@ def test_sampling_probs_is_the_distribution_choose_token_draws_from():
     np.testing.assert_array_equal(sampling_probs(logits, 0), np.eye(5)[4])
     q = sampling_probs(logits, 1.0, top_p=0.5)                   # the smallest set reaching 0.5
     assert np.count_nonzero(q) == 1 and q[4] == 1.0
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("prime", ["", "KING:"])
+def test_continuation_pieces_build_continuation_text_token_by_token(level, prime):
+    from rnnkit.generate import continuation_pieces, continuation_text
+    from rnnkit.text import build_vocab, tokenize
+
+    text = 'The lord (said 3) "go now" - to [the] king\'s end, and ( so ) on.\n\nAll: yes!'
+    vocab = build_vocab(tokenize(text, level), specials=("<start>", "<end>", "<unk>"),
+                        level=level)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        ids = rng.integers(0, len(vocab), int(rng.integers(0, 40))).tolist()
+        shown = prime
+        for k, piece in enumerate(continuation_pieces(vocab, prime, ids)):
+            shown += piece
+            assert shown == continuation_text(vocab, prime, ids[:k + 1])

@@ -431,11 +431,3 @@ def test_display_pieces_join_to_the_text_the_html_page_shows(level):
     acts = Activations(toks, np.zeros((len(toks), 1), np.float32), [Unit(0, "h", 0)], level)
     page = render_html(acts, top_units(acts, text_features(toks, level)))
     assert html.escape(pieces[1]) in page
-
-
-def test_color_levels_is_the_rule_of_the_page():
-    from rnnkit.lab.neurons import LEVELS, color_levels
-
-    v = np.array([0.5, -1.0, 0.01, 0.0, 0.74], np.float32)
-    np.testing.assert_array_equal(color_levels(v), [4, -8, 0, 0, 6])
-    assert color_levels(np.zeros(3)).tolist() == [0, 0, 0] and LEVELS == 8

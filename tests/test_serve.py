@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ import numpy as np
 import pytest
 
 import rnnkit
-from conftest import brute_match, brute_select
+from conftest import brute_match, brute_select, serving
 from rnnkit.checkpoint import read_meta
 from rnnkit.cli import main
 from rnnkit.files import printable, write_atomic
@@ -47,7 +46,7 @@ from rnnkit.lab.neurons import (
 )
 from rnnkit.models import LanguageModel
 from rnnkit.rundir import RunDir
-from rnnkit.server import CSP, DEFAULTS, LIMITS, STATIC, App, RunView, Server
+from rnnkit.server import CSP, DEFAULTS, LIMITS, STATIC, App, Server
 from rnnkit.text import detokenize
 from rnnkit.train import validation_text
 
@@ -84,19 +83,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 # ---- serving and asking ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serving(run: Path):
-    srv = Server(RunView(run), "127.0.0.1", 0)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
 
 
 @pytest.fixture(scope="module")

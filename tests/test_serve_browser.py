@@ -16,15 +16,16 @@ README's pictures come from this test run on a real run directory:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import serving
 from rnnkit.cli import main
 from rnnkit.files import printable
 
@@ -68,14 +69,8 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(run):
-    from rnnkit.server import RunView, Server
-
-    srv = Server(RunView(run), "127.0.0.1", 0)
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(run) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -405,17 +400,16 @@ def test_the_training_tab_follows_a_run_as_it_trains(browser, run, tmp_path, pro
     """A trainer appending to the log (the lock held, as rnnkit train holds it): the page shows
     "training", then the new evaluation's curve point and sample without a reload."""
     from rnnkit.rundir import RunDir
-    from rnnkit.server import RunView, Server
 
     live = tmp_path / "live"
     shutil.copytree(run, live, ignore=shutil.ignore_patterns(".lock"))
     rd = RunDir(live)
     rd.acquire()
-    srv = Server(RunView(live), "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(rd.release)
+        stack.callback(ctx.close)
+        srv = stack.enter_context(serving(live))
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         pg.goto(srv.url)
@@ -433,11 +427,6 @@ def test_the_training_tab_follows_a_run_as_it_trains(browser, run, tmp_path, pro
         newest = pg.locator(f"#samples .sample[data-step='{last + 3}'] pre")
         assert newest.inner_text() == "A line <b>written</b> live"        # shown as text
         assert str(last + 3) in pg.inner_text("#training-status")
-    finally:
-        ctx.close()
-        srv.shutdown()
-        srv.server_close()
-        rd.release()
     assert not problems, problems
 
 
@@ -461,17 +450,14 @@ def test_control_characters_from_the_run_are_shown_escaped(page, run):
 
 def test_a_page_opened_before_the_first_checkpoint_picks_the_model_up(browser, run, tmp_path,
                                                                       problems):
-    from rnnkit.server import RunView, Server
-
     if os.environ.get("RNNKIT_SERVE_RUN"):
         pytest.skip("copies the test's own run")
     live = tmp_path / "starting"
     live.mkdir()
-    srv = Server(RunView(live), "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(ctx.close)
+        srv = stack.enter_context(serving(live))
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         pg.goto(srv.url)
@@ -490,9 +476,5 @@ def test_a_page_opened_before_the_first_checkpoint_picks_the_model_up(browser, r
         pg.click("#neurons-run")
         pg.wait_for_function("() => document.querySelectorAll('#neurons-tokens .tok').length "
                              "== 50")
-    finally:
-        ctx.close()
-        srv.shutdown()
-        srv.server_close()
     problems[:] = [p for p in problems if "409" not in p]    # "no checkpoint yet" answers
     assert not problems, problems

@@ -29,6 +29,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
+from .checks import no_json_constant
 from .files import FileError, open_regular, write_atomic
 
 FORMAT = "rnnkit-checkpoint"
@@ -311,13 +312,10 @@ def _strict_json(path: Path, raw: bytes | str, what: str) -> Any:
             raise ValueError("duplicate key")
         return d
 
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         text.encode("utf-8")  # a str from JSON may still hold a lone surrogate
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_json_constant)
     except (ValueError, RecursionError) as e:  # Unicode errors and JSONDecodeError included
         raise CheckpointError(f"{path}: corrupt: {what} is not valid UTF-8 JSON ({e}); "
                               f"{_instead(Path(path))}") from None

@@ -42,6 +42,12 @@ def require(module: str, extra: str, purpose: str) -> Any:
 _BOUNDS = {"both": ("[", "]"), "left": ("[", ")"), "right": ("(", "]"), "neither": ("(", ")")}
 
 
+def no_json_constant(name: str) -> Any:
+    """``json.loads(..., parse_constant=no_json_constant)``: NaN and Infinity are not JSON;
+    a reader of rnnkit's files and requests refuses them."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def check_scalar(x: Any, name: str, target_type: type | tuple[type, ...], *,
                  min_val: float | None = None, max_val: float | None = None,
                  include_boundaries: str = "both", allow_none: bool = False) -> Any:

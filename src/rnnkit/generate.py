@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from .functional import log_softmax
 from .models import LanguageModel
 from .module import eval_mode
 from .recurrent import State
-from .text import Vocab, tokenize
+from .text import Vocab, detokenize, tokenize
 
 Array = np.ndarray
 
@@ -62,6 +62,25 @@ def continuation_text(vocab: Vocab, prime: str, ids: Sequence[int]) -> str:
         ids = ids[:-1]
     text = vocab.decode(ids, skip_specials=True)
     return prime + (" " if vocab.level == "word" and prime and text else "") + text
+
+
+def continuation_pieces(vocab: Vocab, prime: str, ids: Iterable[int]) -> Iterator[str]:
+    """Each id's share of :func:`continuation_text`, as the ids come: after every id,
+    ``prime + "".join(pieces so far) == continuation_text(vocab, prime, ids so far)``. A piece
+    needs only the last written token (``detokenize``'s spacing looks one back), so a stream
+    of n tokens costs O(n), not the O(n^2) of decoding the whole text each time."""
+    drop = {vocab.start_id, vocab.end_id}
+    prev: str | None = None                       # the last token written
+    for i in ids:
+        if i in drop:                             # markers are never written
+            yield ""
+            continue
+        tok = vocab.itos[i]
+        if prev is None:
+            yield (" " if vocab.level == "word" and prime else "") + tok
+        else:
+            yield detokenize([prev, tok], vocab.level)[len(prev):]
+        prev = tok
 
 
 def sampling_probs(logits: Array, temperature: float = 1.0, top_k: int | None = None,

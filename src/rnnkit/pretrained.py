@@ -31,6 +31,7 @@ import numpy as np
 
 from . import checkpoint, files
 from .checkpoint import CheckpointError
+from .checks import no_json_constant
 from .generate import Score, beam_search, continuation_text, prime_ids, sample_many, score
 from .models import LanguageModel, LMConfig, check_parameters
 from .module import check_rng
@@ -239,13 +240,10 @@ def is_export(folder: Path) -> bool:
 def _read_json(path: Path) -> Any:
     raw = files.read_bytes(path, "JSON file")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=no_json_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path}: not valid JSON ({e}); export the model again") from None
 
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 # ---- loading --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, files
+from . import checkpoint, checks, files
 from .checkpoint import SUFFIX, CheckpointError
 
 LAST, BEST = f"last{SUFFIX}", f"best{SUFFIX}"
@@ -377,14 +377,10 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     if len(line) > MAX_RECORD:
         return None
     try:
-        r = json.loads(line, parse_constant=_refuse, parse_float=_finite_float)
+        r = json.loads(line, parse_constant=checks.no_json_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return None
     return r if isinstance(r, dict) and _num(r.get("step")) else None
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _finite_float(text: str) -> float:

@@ -46,6 +46,7 @@ import contextlib
 import hashlib
 import http.server
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -66,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
-from .checks import UsageError, check_scalar
+from .checks import UsageError, check_scalar, no_json_constant
 from .files import printable
 
 LIMITS = {
@@ -245,13 +246,13 @@ class RunView:
         train = loaded.meta.get("train") if isinstance(loaded.meta.get("train"), dict) else {}
         key = (json.dumps(train, sort_keys=True, default=str), loaded.meta.get("data_crc"))
         with self._lock:
-            if key in self._heldout:
-                got = self._heldout[key]
-            else:
-                try:
-                    got = validation_text(loaded.meta, loaded.text_model.vocab.level)
-                except (ValueError, OSError) as e:
-                    got = str(e).replace("give --text FILE", "give your own text")
+            got = self._heldout.get(key)
+        if got is None:                       # read outside the lock: metrics polls go on
+            try:
+                got = validation_text(loaded.meta, loaded.text_model.vocab.level)
+            except (ValueError, OSError) as e:
+                got = str(e).replace("give --text FILE", "give your own text")
+            with self._lock:
                 self._heldout = {key: got}
         if isinstance(got, str):
             raise bad(f"this run has no held-out text to show: {got}")
@@ -305,12 +306,7 @@ def _number(query: dict[str, str], name: str, kind: type, default: Any, **bounds
         raise bad(f"{name} must be {'an integer' if kind is int else 'a number'} written with "
                   f"ASCII digits (at most 40 characters); got {raw[:40]!r}")
     try:
-        x: Any = int(raw) if kind is int else float(raw)
-    except ValueError:
-        raise bad(f"{name} must be {'an integer' if kind is int else 'a number'}; got "
-                  f"{raw[:40]!r}") from None
-    try:
-        return check_scalar(x, name, kind, **bounds)
+        return check_scalar(int(raw) if kind is int else float(raw), name, kind, **bounds)
     except (TypeError, ValueError) as e:
         raise bad(str(e)) from None
 
@@ -420,6 +416,7 @@ class App:
         from .generate import (
             beam_search,
             check_sampling,
+            continuation_pieces,
             continuation_text,
             prime_ids,
             sampling_probs,
@@ -453,7 +450,6 @@ class App:
             t0 = time.perf_counter()
             yield "start", {"prime": prime, "checkpoint_step": step}
             ids: list[int] = []
-            shown = prime
             if beam:
                 best = beam_search(model, start_ids, length, beam, end_id=vocab.end_id)[0]
                 draws = _rescore(model, start_ids, best.ids)
@@ -462,11 +458,10 @@ class App:
                     model, start_ids, length, rng=np.random.default_rng(seed),
                     temperature=temperature, top_k=top_k, top_p=top_p, end_id=vocab.end_id))
             stopped = "length"
-            for i, (tok, logits) in enumerate(draws):
+            draws, tokens = itertools.tee(draws)
+            pieces = continuation_pieces(vocab, prime, (tok for tok, _ in tokens))
+            for i, ((tok, logits), piece) in enumerate(zip(draws, pieces, strict=True)):
                 ids.append(tok)
-                text = continuation_text(vocab, prime, ids)
-                piece = text[len(shown):] if text.startswith(shown) else ""
-                shown = text if text.startswith(shown) else shown
                 p = _softmax(logits)
                 top = np.argsort(-p, kind="stable")[:5]
                 q = 1.0 if beam else float(sampling_probs(logits, temperature, top_k,
@@ -822,7 +817,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(data) != n:
             raise bad(f"the body ended after {len(data)} of {n} bytes")
         try:
-            body = json.loads(data.decode("utf-8"), parse_constant=_no_constant,
+            body = json.loads(data.decode("utf-8"), parse_constant=no_json_constant,
                               parse_int=_small_int)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise bad(f"the body is not valid JSON ({str(e)[:120]})") from None
@@ -889,10 +884,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield first
     yield from rest
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _small_int(text: str) -> int:

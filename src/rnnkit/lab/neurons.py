@@ -467,13 +467,6 @@ def display_pieces(tokens: list[str], level: str) -> list[str]:
     return out
 
 
-def color_levels(values: Array) -> Array:
-    """The colour step (-LEVELS .. LEVELS) of each value of one unit (T,): its value over its
-    largest |value| in the text, times LEVELS, rounded (0: no colour). The one rule of the
-    HTML page and of ``rnnkit serve``'s text colouring."""
-    return _levels(np.asarray(values, dtype=np.float64))
-
-
 def _span(cls: str, text: str) -> str:
     return f'<span class="{cls}">{_html.escape(text)}</span>' if cls else _html.escape(text)
 
